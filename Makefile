@@ -1,0 +1,30 @@
+# convrepro — every user entry point.  Targets that need the environment depend on
+# `install`, so a fresh clone needs no other step than the target itself.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export CONVREPRO_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: install test lint bench reproduce-lecun1989 mlflow-ui clean
+
+install: $(STAMP)
+
+# Re-runs only when pyproject.toml changes (or the venv is missing).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check src tests benchmarks
+
+bench: install
+	$(PY) benchmarks/layers.py
+
+clean:
+	rm -rf build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .hypothesis

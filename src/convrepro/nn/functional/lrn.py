@@ -1,0 +1,58 @@
+"""Local response normalisation, Krizhevsky et al. 2012, section 3.3, backward written out.
+
+    b[i] = a[i] / (k + alpha * sum_{j = i - n//2}^{i + (n-1)//2} a[j]^2) ** beta
+
+over neighbouring maps i (zero beyond the first and last map).  ``alpha`` is the paper's:
+it is *not* divided by ``n`` (PyTorch's own ``local_response_norm`` divides it, so the
+paper's 1e-4 is 5e-4 there).  For even ``n`` the window reaches one map further back than
+forward, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd import Function
+
+
+def _channel_window_sum(t: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """s[:, i] = sum_{j=i-before}^{i+after} t[:, j], with zeros beyond the edges."""
+    c = t.shape[1]
+    padded = t.new_zeros((t.shape[0], c + before + after, *t.shape[2:]))
+    padded[:, before : before + c] = t
+    s = padded[:, 0:c].clone()
+    for o in range(1, before + after + 1):
+        s += padded[:, o : o + c]
+    return s
+
+
+class LocalResponseNormalisation(Function):
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k):
+        before, after = size // 2, (size - 1) // 2
+        scale = _channel_window_sum(x * x, before, after).mul_(alpha).add_(k)
+        out = x * scale.pow(-beta)
+        ctx.save_for_backward(x, out, scale)
+        ctx.params = (size, alpha, beta)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, out, scale = ctx.saved_tensors
+        size, alpha, beta = ctx.params
+        # d b_i / d a_j = delta_ij s_i^-beta - 2 alpha beta a_i a_j s_i^(-beta-1) [j in W(i)].
+        # Summing over i needs the transposed window: j in W(i) <=> i in W^T(j).
+        t = grad_out * out / scale
+        back = _channel_window_sum(t, (size - 1) // 2, size // 2)
+        grad_x = grad_out * scale.pow(-beta) - (2.0 * alpha * beta) * x * back
+        return grad_x, None, None, None, None
+
+
+def local_response_norm(
+    x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0
+) -> torch.Tensor:
+    """AlexNet's LRN across maps of ``x`` (N, C, ...); defaults are the paper's."""
+    if x.dim() < 3:
+        raise ValueError(f"input must have rank >= 3 (N, C, ...), got shape {tuple(x.shape)}")
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    return LocalResponseNormalisation.apply(x, int(size), float(alpha), float(beta), float(k))

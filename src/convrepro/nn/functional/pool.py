@@ -1,0 +1,145 @@
+"""Pooling with hand-written backward (lecture 9, "Max Pooling" and "Other types of pooling").
+
+* max pooling: forward takes the best-matching position of each window; backward routes
+  each output gradient to that position only.  **Ties** go to the first maximum in
+  row-major order inside the window (the top-left-most one), as PyTorch's own kernel does;
+  where windows overlap (AlexNet: 3 wide, stride 2) a position that wins several windows
+  receives the sum of their gradients.
+* average pooling: backward spreads each gradient evenly over its window.
+* decimation pooling: keep every factor-th sample (a[m] = z[mM]); backward scatters the
+  gradient into zeros.
+
+1-D forms pool over time (N, C, T) and run the 2-D Function on a height-one image.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd import Function
+
+from . import _checks
+
+
+def _windows(x: torch.Tensor, kh: int, kw: int, sh: int, sw: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, Ho, Wo, kh, kw) view of every pooling window, no copy."""
+    n, c, h, w = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    s_n, s_c, s_h, s_w = x.stride()
+    return x.as_strided((n, c, ho, wo, kh, kw), (s_n, s_c, sh * s_h, sw * s_w, s_h, s_w))
+
+
+class MaxPooling2d(Function):
+    @staticmethod
+    def forward(ctx, x, kernel, stride):
+        (kh, kw), (sh, sw) = kernel, stride
+        n, c, h, w = x.shape
+        win = _windows(x, kh, kw, sh, sw)
+        # Two reductions (along the row, then across rows); each keeps the first maximum,
+        # so together they pick the first maximum in row-major window order.
+        row_max, col = win.max(dim=-1)
+        out, row = row_max.max(dim=-1)
+        col = col.gather(-1, row.unsqueeze(-1)).squeeze(-1)
+        ho, wo = out.shape[-2:]
+        # Flat index of each winner in its (H * W) input plane.
+        top = torch.arange(ho, device=x.device).view(ho, 1) * sh
+        left = torch.arange(wo, device=x.device).view(1, wo) * sw
+        winner = (top + row) * w + (left + col)
+        ctx.save_for_backward(winner)
+        ctx.in_shape = x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (winner,) = ctx.saved_tensors
+        n, c, h, w = ctx.in_shape
+        grad_x = grad_out.new_zeros(n * c, h * w)
+        grad_x.scatter_add_(1, winner.reshape(n * c, -1), grad_out.reshape(n * c, -1))
+        return grad_x.view(n, c, h, w), None, None
+
+
+class AveragePooling2d(Function):
+    @staticmethod
+    def forward(ctx, x, kernel, stride):
+        (kh, kw), (sh, sw) = kernel, stride
+        ctx.geometry = (x.shape, kernel, stride)
+        return _windows(x, kh, kw, sh, sw).mean(dim=(-2, -1))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (n, c, h, w), (kh, kw), (sh, sw) = ctx.geometry
+        ho, wo = grad_out.shape[-2:]
+        share = grad_out / (kh * kw)
+        grad_x = grad_out.new_zeros(n, c, h, w)
+        if (kh, kw) == (sh, sw):  # windows tile the input: one strided write per window
+            grad_x[:, :, : ho * kh, : wo * kw] = (
+                share[:, :, :, None, :, None].expand(n, c, ho, kh, wo, kw).reshape(n, c, ho * kh, wo * kw)
+            )
+        else:  # overlapping windows: each offset of the window adds its share
+            for i in range(kh):
+                for j in range(kw):
+                    grad_x[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += share
+        return grad_x, None, None
+
+
+class DecimationPooling2d(Function):
+    @staticmethod
+    def forward(ctx, x, factor):
+        fh, fw = factor
+        ctx.geometry = (x.shape, factor)
+        return x[:, :, ::fh, ::fw].contiguous()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        shape, (fh, fw) = ctx.geometry
+        grad_x = grad_out.new_zeros(shape)
+        grad_x[:, :, ::fh, ::fw] = grad_out
+        return grad_x, None
+
+
+def _pool_args(x, kernel_size, stride, rank, name):
+    _checks.rank(x, rank, "input", "N, C, H, W" if rank == 4 else "N, C, T")
+    kernel = _checks.pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _checks.pair(stride, "stride")
+    _checks.positive(kernel, "kernel_size")
+    _checks.positive(stride, "stride")
+    _checks.window_fits(tuple(x.shape[2:]), kernel, "input", f"{name} window")
+    return kernel, stride
+
+
+def max_pool2d(x: torch.Tensor, kernel_size, stride=None) -> torch.Tensor:
+    """Max pooling over (kh, kw) windows every ``stride`` (default: the window, no overlap)."""
+    kernel, stride = _pool_args(x, kernel_size, stride, 4, "max pooling")
+    return MaxPooling2d.apply(x, kernel, stride)
+
+
+def avg_pool2d(x: torch.Tensor, kernel_size, stride=None) -> torch.Tensor:
+    kernel, stride = _pool_args(x, kernel_size, stride, 4, "average pooling")
+    return AveragePooling2d.apply(x, kernel, stride)
+
+
+def decimation_pool2d(x: torch.Tensor, factor) -> torch.Tensor:
+    """Keep every ``factor``-th row and column, starting with the first (a[m] = z[mM])."""
+    _checks.rank(x, 4, "input", "N, C, H, W")
+    factor = _checks.pair(factor, "factor")
+    _checks.positive(factor, "factor")
+    return DecimationPooling2d.apply(x, factor)
+
+
+def _time_kernel(x, kernel_size, stride):
+    _checks.rank(x, 3, "input", "N, C, T")
+    return (1, int(kernel_size)), None if stride is None else (1, int(stride))
+
+
+def max_pool1d(x: torch.Tensor, kernel_size: int, stride: int | None = None) -> torch.Tensor:
+    kernel, stride = _time_kernel(x, kernel_size, stride)
+    return max_pool2d(x.unsqueeze(2), kernel, stride).squeeze(2)
+
+
+def avg_pool1d(x: torch.Tensor, kernel_size: int, stride: int | None = None) -> torch.Tensor:
+    kernel, stride = _time_kernel(x, kernel_size, stride)
+    return avg_pool2d(x.unsqueeze(2), kernel, stride).squeeze(2)
+
+
+def decimation_pool1d(x: torch.Tensor, factor: int) -> torch.Tensor:
+    _checks.rank(x, 3, "input", "N, C, T")
+    return decimation_pool2d(x.unsqueeze(2), (1, int(factor))).squeeze(2)

@@ -1,0 +1,90 @@
+"""The contract of convrepro.nn: no PyTorch conv/pool/LRN inside, clear errors, any device and dtype."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import convrepro.nn
+from convrepro import nn as cnn
+from convrepro.nn import functional as cf
+
+NN_DIR = Path(convrepro.nn.__file__).parent
+FORBIDDEN = re.compile(
+    r"torch\.nn\.functional\.(conv|conv_transpose|max_pool|avg_pool|adaptive|local_response|"
+    r"lp_pool|fractional_max_pool)"
+    r"|\bF\.(conv\d|conv_transpose|max_pool|avg_pool|adaptive_|local_response_norm|lp_pool)"
+    r"|torch\.nn\.grad|torch\._?(conv\d|conv_transpose|convolution|max_pool|avg_pool|mkldnn_conv)"
+    r"|\bnn\.(Conv\d|ConvTranspose|MaxPool|AvgPool|AdaptiveMaxPool|AdaptiveAvgPool|LocalResponseNorm|LPPool)"
+    r"|\baten\.(convolution|conv|max_pool|avg_pool)"
+)
+
+
+def test_nn_sources_call_no_pytorch_convolution_pooling_or_lrn():
+    sources = sorted(NN_DIR.rglob("*.py"))
+    assert len(sources) >= 6
+    offences = [
+        f"{path.relative_to(NN_DIR)}:{lineno}: {line.strip()}"
+        for path in sources
+        for lineno, line in enumerate(path.read_text().splitlines(), 1)
+        if FORBIDDEN.search(line)
+    ]
+    assert offences == []
+
+
+def test_forbidden_pattern_catches_the_references():
+    for line in ("y = F.conv2d(x, w)", "torch.nn.functional.max_pool2d(x, 2)",
+                 "torch.conv1d(x, w)", "nn.Conv2d(1, 2, 3)", "torch.nn.grad.conv2d_input(...)",
+                 "F.local_response_norm(x, 5)", "torch.nn.functional.avg_pool1d(x, 3)"):
+        assert FORBIDDEN.search(line), line
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: cf.conv2d(torch.randn(1, 1, 4, 4), torch.randn(1, 1, 5, 5)), r"kernel \(5, 5\) is larger than the padded input \(4, 4\)"),
+    (lambda: cf.conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 1, 3, 3), groups=2), r"groups=2 must divide.*input channels \(3\)"),
+    (lambda: cf.conv2d(torch.randn(1, 4, 8, 8), torch.randn(4, 3, 3, 3), groups=2), r"weight \(4, 3, 3, 3\) expects 6 input channels"),
+    (lambda: cf.conv2d(torch.randn(1, 1, 8, 8), torch.randn(2, 1, 3, 3), stride=0), r"stride must be positive, got \(0, 0\)"),
+    (lambda: cf.conv2d(torch.randn(1, 1, 8, 8), torch.randn(2, 1, 3, 3), padding=-1), r"padding must be non-negative"),
+    (lambda: cf.conv2d(torch.randn(1, 8, 8), torch.randn(2, 1, 3, 3)), r"input must have rank 4 \(N, C, H, W\), got shape \(1, 8, 8\)"),
+    (lambda: cf.conv2d(torch.randn(1, 1, 8, 8), torch.randn(2, 1, 3, 3), torch.randn(3)), r"bias must be one per output map \(2,\) or one per output unit \(2, 6, 6\), got \(3,\)"),
+    (lambda: cf.conv1d(torch.randn(1, 2, 8, 8), torch.randn(2, 2, 3)), r"input must have rank 3"),
+    (lambda: cf.max_pool2d(torch.randn(1, 1, 2, 2), 3), r"max pooling window \(3, 3\) is larger than the input \(2, 2\)"),
+    (lambda: cf.avg_pool2d(torch.randn(1, 1, 6, 6), 2, 0), r"stride must be positive"),
+    (lambda: cf.decimation_pool2d(torch.randn(1, 1, 6, 6), 0), r"factor must be positive"),
+    (lambda: cf.local_response_norm(torch.randn(3, 4), 5), r"rank >= 3"),
+    (lambda: cnn.Conv2d(3, 4, 3, connection_table=torch.ones(3, 4, dtype=torch.bool)), r"connection_table must have shape \(out_channels, in_channels\) = \(4, 3\), got \(3, 4\)"),
+    (lambda: cnn.Conv2d(3, 2, 3, connection_table=torch.tensor([[1, 0, 1], [0, 0, 0]])), r"output map\(s\) \[1\] see no input map"),
+    (lambda: cnn.Conv2d(3, 2, 3, bias="unit"), r"needs input_size"),
+    (lambda: cnn.Conv2d(3, 2, 3, bias="per-unit"), r"bias must be one of"),
+    (lambda: cnn.Conv2d(3, 4, 3, groups=2), r"groups=2 must divide both in_channels \(3\)"),
+    (lambda: cnn.TemporalIntegration("median"), r"mode must be one of"),
+])
+def test_bad_arguments_raise_value_error_naming_them(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 7])
+def test_layers_keep_dtype_and_batch(dtype, batch):
+    x = torch.randn(batch, 4, 12, 12, dtype=dtype, requires_grad=True)
+    layers = torch.nn.Sequential(
+        cnn.Conv2d(4, 6, 3, padding=1, groups=2), cnn.LocalResponseNorm(),
+        cnn.MaxPool2d(3, 2), cnn.AvgPool2d(2), cnn.DecimationPool2d(1),
+    ).to(dtype)
+    out = layers(x)
+    assert out.dtype == dtype and out.shape == (batch, 6, 2, 2)
+    out.sum().backward()
+    assert x.grad.dtype == dtype and x.grad.shape == x.shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_layers_on_cuda_match_cpu():
+    x = torch.randn(3, 4, 12, 12, dtype=torch.float64)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    cpu = cf.max_pool2d(cf.local_response_norm(cf.conv2d(x, w, padding=1, groups=2)), 3, 2)
+    gpu = cf.max_pool2d(cf.local_response_norm(cf.conv2d(x.cuda(), w.cuda(), padding=1, groups=2)), 3, 2)
+    torch.testing.assert_close(gpu.cpu(), cpu)

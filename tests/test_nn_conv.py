@@ -1,0 +1,165 @@
+"""The hand-written convolution against PyTorch's cross-correlation with a flipped kernel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convrepro import nn as cnn
+from convrepro.nn import functional as cf
+
+# float32 results go through different GEMM blockings than oneDNN's: sums of up to a few
+# hundred products agree to a few ulps of their magnitude.
+TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def reference_conv2d(x, w, bias, stride, padding, pad_value, groups):
+    ph, pw = padding
+    xp = F.pad(x, (pw, pw, ph, ph), value=pad_value)
+    out = F.conv2d(xp, w.flip(-2, -1), None, stride=stride, groups=groups)
+    if bias is not None:
+        out = out + (bias.view(-1, 1, 1) if bias.dim() == 1 else bias)
+    return out
+
+
+@st.composite
+def conv_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cg = draw(st.integers(1, 3))
+    dg = draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    h = draw(st.integers(max(1, kh - 2 * ph), 13))
+    w = draw(st.integers(max(1, kw - 2 * pw), 13))
+    return dict(
+        batch=draw(st.sampled_from([1, 2, 5])), c=cg * groups, d=dg * groups, groups=groups,
+        kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw), size=(h, w),
+        pad_value=draw(st.sampled_from([0.0, -1.0, 0.37])),
+        bias=draw(st.sampled_from(["map", "unit", None])),
+        dtype=draw(st.sampled_from([torch.float32, torch.float64])),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(conv_cases())
+def test_conv2d_matches_flipped_pytorch_forward_and_backward(case):
+    g = torch.Generator().manual_seed(case["seed"])
+    dt = case["dtype"]
+    (h, w), (kh, kw), (sh, sw), (ph, pw) = case["size"], case["kernel"], case["stride"], case["padding"]
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    x = torch.randn(case["batch"], case["c"], h, w, generator=g, dtype=dt, requires_grad=True)
+    wt = torch.randn(case["d"], case["c"] // case["groups"], kh, kw, generator=g, dtype=dt,
+                     requires_grad=True)
+    bias = None
+    if case["bias"] == "map":
+        bias = torch.randn(case["d"], generator=g, dtype=dt, requires_grad=True)
+    elif case["bias"] == "unit":
+        bias = torch.randn(case["d"], ho, wo, generator=g, dtype=dt, requires_grad=True)
+    args = (case["stride"], case["padding"], case["pad_value"], case["groups"])
+
+    ours = cf.conv2d(x, wt, bias, stride=args[0], padding=args[1], pad_value=args[2], groups=args[3])
+    ref = reference_conv2d(x, wt, bias, *args)
+    torch.testing.assert_close(ours, ref, **TOL[dt])
+
+    grad = torch.randn(ref.shape, generator=g, dtype=dt)
+    leaves = [t for t in (x, wt, bias) if t is not None]
+    ours_g = torch.autograd.grad(ours, leaves, grad)
+    ref_g = torch.autograd.grad(ref, leaves, grad)
+    for a, b in zip(ours_g, ref_g, strict=True):
+        torch.testing.assert_close(a, b, **TOL[dt])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    c=st.integers(1, 4), d=st.integers(1, 4), k=st.integers(1, 5), s=st.integers(1, 4),
+    p=st.integers(0, 3), t=st.integers(5, 20), batch=st.sampled_from([1, 3]),
+    pad_value=st.sampled_from([0.0, -1.0]), dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_conv1d_matches_flipped_pytorch(c, d, k, s, p, t, batch, pad_value, dtype):
+    x = torch.randn(batch, c, t, dtype=dtype, requires_grad=True)
+    w = torch.randn(d, c, k, dtype=dtype, requires_grad=True)
+    b = torch.randn(d, dtype=dtype, requires_grad=True)
+    ours = cf.conv1d(x, w, b, stride=s, padding=p, pad_value=pad_value)
+    ref = F.conv1d(F.pad(x, (p, p), value=pad_value), w.flip(-1), b, stride=s)
+    torch.testing.assert_close(ours, ref, **TOL[dtype])
+    grad = torch.randn_like(ref)
+    for a, r in zip(torch.autograd.grad(ours, (x, w, b), grad),
+                    torch.autograd.grad(ref, (x, w, b), grad), strict=True):
+        torch.testing.assert_close(a, r, **TOL[dtype])
+
+
+def test_conv1d_bias_per_unit():
+    x = torch.randn(2, 16, 15, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, 16, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(8, 13, dtype=torch.float64, requires_grad=True)
+    out = cf.conv1d(x, w, b)
+    torch.testing.assert_close(out, F.conv1d(x, w.flip(-1)) + b)
+    assert torch.autograd.gradcheck(lambda x, w, b: cf.conv1d(x, w, b), (x, w, b))
+
+
+@pytest.mark.parametrize("stride,padding,groups,bias_shape", [
+    (1, 0, 1, (4,)), ((2, 3), (1, 2), 2, (4,)), (2, 2, 1, (4, 5, 6)), (3, 1, 2, None),
+])
+def test_conv2d_gradcheck_float64(stride, padding, groups, bias_shape):
+    x = torch.randn(2, 4, 9, 11, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 4 // groups, 3, 2, dtype=torch.float64, requires_grad=True)
+    if bias_shape is not None and len(bias_shape) == 3:
+        ho = (9 + 2 * 2 - 3) // 2 + 1
+        wo = (11 + 2 * 2 - 2) // 2 + 1
+        bias_shape = (4, ho, wo)
+    b = None if bias_shape is None else torch.randn(*bias_shape, dtype=torch.float64,
+                                                    requires_grad=True)
+    inputs = (x, w) if b is None else (x, w, b)
+
+    def f(*t):
+        return cf.conv2d(*t, stride=stride, padding=padding, pad_value=-1.0, groups=groups)
+
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_forward_is_convolution_not_correlation():
+    # An impulse input reproduces the kernel itself (z = w * delta = w): the signature of
+    # convolution; a correlation would return the kernel reversed.
+    x = torch.zeros(1, 1, 1, 7, dtype=torch.float64)
+    x[0, 0, 0, 3] = 1.0
+    w = torch.tensor([[[[1.0, 2.0, 3.0]]]], dtype=torch.float64)
+    out = cf.conv2d(x, w, padding=(0, 1))
+    assert out.flatten().tolist() == [0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0.0]
+
+
+def test_backward_is_correlation():
+    # dL/da = w (correlation) dL/dz: an impulse in the output gradient at position m sends
+    # back w[m - m'] over m', i.e. the kernel reversed around m.
+    x = torch.zeros(1, 1, 1, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([[[[1.0, 2.0, 3.0]]]], dtype=torch.float64)
+    out = cf.conv2d(x, w, padding=(0, 1))
+    grad = torch.zeros_like(out)
+    grad[0, 0, 0, 3] = 1.0
+    (dx,) = torch.autograd.grad(out, x, grad)
+    assert dx.flatten().tolist() == [0.0, 0.0, 3.0, 2.0, 1.0, 0.0, 0.0]
+
+
+def test_connection_table_masks_kernel_and_counts_free_parameters():
+    table = torch.zeros(4, 3, dtype=torch.bool)
+    table[0, 0] = table[1, :2] = table[2, 1:] = table[3, :] = True
+    conv = cnn.Conv2d(3, 4, 3, padding=1, connection_table=table).double()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    masked = conv.weight * table[:, :, None, None]
+    torch.testing.assert_close(conv(x), reference_conv2d(x, masked, conv.bias, (1, 1), (1, 1),
+                                                         0.0, 1))
+    conv(x).sum().backward()
+    assert torch.all(conv.weight.grad[~table] == 0)
+    assert torch.all(conv.weight.grad[table].abs().sum(dim=(-2, -1)) > 0)
+    assert conv.free_parameters() == int(table.sum()) * 9 + 4
+
+
+def test_unit_bias_module_shapes():
+    conv = cnn.Conv2d(1, 12, 5, stride=2, padding=2, pad_value=-1.0, bias="unit", input_size=16)
+    assert conv.bias.shape == (12, 8, 8)
+    assert conv.free_parameters() == 12 * 25 + 768
+    assert conv(torch.randn(3, 1, 16, 16)).shape == (3, 12, 8, 8)
