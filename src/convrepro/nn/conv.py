@@ -57,8 +57,11 @@ class _ConvNd(nn.Module):
             if blind:
                 raise ValueError(f"connection_table: output map(s) {blind} see no input map")
             self.register_buffer("connection_table", table)
+            # The same table as a multiplier, kept so forward does not convert it every call.
+            self.register_buffer("connection_mask", table.to(torch.get_default_dtype())
+                                 .view(*table.shape, *([1] * n)), persistent=False)
         else:
-            self.connection_table = None
+            self.connection_table = self.connection_mask = None
 
         self.output_size = None
         if input_size is not None:
@@ -97,8 +100,9 @@ class _ConvNd(nn.Module):
     def effective_weight(self) -> torch.Tensor:
         if self.connection_table is None:
             return self.weight
-        mask = self.connection_table.to(self.weight.dtype)
-        return self.weight * mask.view(*mask.shape, *([1] * self.spatial_dims))
+        if self.connection_mask.dtype != self.weight.dtype:
+            self.connection_mask = self.connection_mask.to(self.weight.dtype)
+        return self.weight * self.connection_mask
 
     def free_parameters(self) -> int:
         """Weights the table keeps plus biases (the count LeCun et al. report)."""

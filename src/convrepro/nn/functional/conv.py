@@ -24,6 +24,7 @@ the column gather read contiguous channel vectors and the output a free view.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import torch
@@ -64,6 +65,40 @@ def _workspace(slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.T
 _SCRATCH = threading.local()
 
 
+# Below this many column entries, one gather (and one index_add) with a cached index beats
+# kh*kw strided copies: the per-op overhead dominates small layers (LeCun's per-pattern
+# training runs ~170,000 forward/backward passes through H1 and H2).
+SMALL_COLUMNS = 1 << 20
+
+
+@functools.lru_cache(maxsize=128)
+def _gather_index(shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw: int,
+                  groups: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions that im2col reads, and that the column gradient's overlap-add writes.
+
+    ``shape`` is the padded channels-last input (N, Hp, Wp, C).  The first index lays the
+    input out as (G, M, kh*kw*Cg) columns; the second maps the transposed column gradient
+    (G, kh, kw, Cg, N, Ho, Wo) onto a (G, Cg, N, Hp, Wp) gradient buffer.
+    """
+    n, hp, wp, c = shape
+    ho, wo, cg = (hp - kh) // sh + 1, (wp - kw) // sw + 1, c // groups
+    pos = torch.arange(n * hp * wp * c, device=device).view(n, hp, wp, c)
+    gather = _receptive_fields(pos, kh, kw, sh, sw, groups).reshape(groups, n * ho * wo, kh * kw * cg)
+    out_pos = torch.arange(groups * cg * n * hp * wp, device=device).view(groups, cg, n, hp, wp)
+    s_g, s_c, s_n, s_h, s_w = out_pos.stride()
+    scatter = out_pos.as_strided((groups, kh, kw, cg, n, ho, wo),
+                                 (s_g, s_h, s_w, s_c, s_n, sh * s_h, sw * s_w)).reshape(-1)
+    return gather, scatter
+
+
+def _receptive_fields(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int) -> torch.Tensor:
+    """(G, N, Ho, Wo, kh, kw, Cg) view of every output position's receptive field, no copy."""
+    n, hp, wp, c = xp.shape
+    ho, wo, cg = (hp - kh) // sh + 1, (wp - kw) // sw + 1, c // groups
+    s_n, s_h, s_w, s_c = xp.stride()
+    return xp.as_strided((groups, n, ho, wo, kh, kw, cg), (cg * s_c, s_n, sh * s_h, sw * s_w, s_h, s_w, s_c))
+
+
 def _columns(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int) -> torch.Tensor:
     """im2col: (G, N*Ho*Wo, kh*kw*Cg), row r holds the receptive field of output position r.
 
@@ -72,11 +107,12 @@ def _columns(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int) 
     """
     n, hp, wp, c = xp.shape
     ho, wo, cg = (hp - kh) // sh + 1, (wp - kw) // sw + 1, c // groups
+    if n * ho * wo * kh * kw * c < SMALL_COLUMNS:
+        gather, _ = _gather_index(tuple(xp.shape), kh, kw, sh, sw, groups, xp.device)
+        return xp.reshape(-1)[gather]
     cols = _workspace("columns", (groups, n, ho, wo, kh, kw, cg), xp)
     if cg < 16:  # few channels (an image's RGB): one gather from a 7-D strided view wins
-        s_n, s_h, s_w, s_c = xp.stride()
-        cols.copy_(xp.as_strided((groups, n, ho, wo, kh, kw, cg),
-                                 (cg * s_c, s_n, sh * s_h, sw * s_w, s_h, s_w, s_c)))
+        cols.copy_(_receptive_fields(xp, kh, kw, sh, sw, groups))
     else:
         src = xp.view(n, hp, wp, groups, cg).permute(3, 0, 1, 2, 4)
         for i in range(kh):
@@ -117,18 +153,21 @@ class Convolution2d(Function):
                 out += bias
         if bias is not None and bias.dim() == 3:  # LeCun: one bias per output unit
             out += bias.permute(1, 2, 0)
-        # The columns are rebuilt in backward from the padded input rather than saved: a
-        # kh*kw/stride^2 smaller footprint, and the rebuild is cheaper than fresh memory.
+        # Large column matrices are rebuilt in backward from the padded input rather than
+        # saved: a kh*kw/stride^2 smaller footprint, and the rebuild costs less than fresh
+        # memory.  Small ones (held in no workspace) are simply kept.
+        small = cols.numel() < SMALL_COLUMNS
         ctx.save_for_backward(
-            xp if ctx.needs_input_grad[1] else None,
+            (cols if small else xp) if ctx.needs_input_grad[1] else None,
             kmat if ctx.needs_input_grad[0] else None,
         )
+        ctx.small = small
         ctx.geometry = (x.shape, weight.shape, stride, padding, groups, bias is not None and bias.dim())
         return out.permute(0, 3, 1, 2)  # (N, D, Ho, Wo), channels-last in memory
 
     @staticmethod
     def backward(ctx, grad_out):
-        xp, kmat = ctx.saved_tensors
+        saved, kmat = ctx.saved_tensors
         (n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), groups, bias_dim = ctx.geometry
         ho, wo = grad_out.shape[-2:]
         dg = d // groups
@@ -143,20 +182,26 @@ class Convolution2d(Function):
             # each shifted copy is a run of whole (Ho, Wo) planes: the adds stream memory.
             dcols = _workspace("column_gradient", (groups, kh * kw * cg, n * ho * wo), grad_out)
             torch.bmm(kmat, g.transpose(1, 2), out=dcols)
-            dcols = dcols.view(groups, kh, kw, cg, n, ho, wo)
-            dxp = grad_out.new_zeros(groups, cg, n, h + 2 * ph, w + 2 * pw)
-            for i in range(kh):
-                for j in range(kw):
-                    dxp[:, :, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += (
-                        dcols[:, i, j]
-                    )
+            if dcols.numel() < SMALL_COLUMNS:
+                _, scatter = _gather_index((n, h + 2 * ph, w + 2 * pw, c), kh, kw, sh, sw, groups,
+                                           grad_out.device)
+                dxp = grad_out.new_zeros(groups * cg * n * (h + 2 * ph) * (w + 2 * pw))
+                dxp.index_add_(0, scatter, dcols.reshape(-1))
+            else:
+                dcols = dcols.view(groups, kh, kw, cg, n, ho, wo)
+                dxp = grad_out.new_zeros(groups, cg, n, h + 2 * ph, w + 2 * pw)
+                for i in range(kh):
+                    for j in range(kw):
+                        dxp[:, :, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += (
+                            dcols[:, i, j]
+                        )
             # The frame (pad_value) is a constant: its gradient is dropped.
             dxp = dxp.view(c, n, h + 2 * ph, w + 2 * pw)
             grad_x = dxp[:, :, ph : ph + h, pw : pw + w].permute(1, 0, 2, 3)
         if ctx.needs_input_grad[1]:
             # Correlation of the output gradient with the input gives dL/dw of the flipped
             # kernel; flipping back gives that of the convolution kernel.
-            cols = _columns(xp, kh, kw, sh, sw, groups)
+            cols = saved if ctx.small else _columns(saved, kh, kw, sh, sw, groups)
             dk = torch.bmm(g.transpose(1, 2), cols)  # (G, Dg, kh*kw*Cg)
             dk = dk.view(groups, dg, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(d, cg, kh, kw)
             grad_w = dk.flip(-2, -1)

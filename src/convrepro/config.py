@@ -1,0 +1,63 @@
+"""Checks on a composed config, run before any data is read or any run is created.
+
+Hydra already rejects unknown groups (``optim=adamm``: it lists the available options) and
+unknown keys (the config is in struct mode).  These rules catch values of the right key
+but the wrong type or range, each naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config key has a value that cannot work."""
+
+
+def _get(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, throw_on_missing=False)
+
+
+def _positive_int(cfg, key, allow_none=False):
+    v = _get(cfg, key)
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        allowed = "a positive integer" + (" or null" if allow_none else "")
+        raise ConfigError(f"{key}={v!r} is not allowed: expected {allowed}")
+
+
+def _positive_float(cfg, key):
+    v = _get(cfg, key)
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ConfigError(f"{key}={v!r} is not allowed: expected a number > 0")
+
+
+def _choice(cfg, key, allowed):
+    v = _get(cfg, key)
+    if v is not None and v not in allowed:
+        raise ConfigError(f"{key}={v!r} is not allowed: choose one of {', '.join(map(str, allowed))}")
+
+
+def validate(cfg: DictConfig) -> None:
+    from convrepro.models.activations import NONLINEARITIES
+    from convrepro.training.losses import LOSSES
+
+    if not isinstance(_get(cfg, "seed"), int):
+        raise ConfigError(f"seed={_get(cfg, 'seed')!r} is not allowed: expected an integer")
+    _positive_int(cfg, "trainer.max_epochs")
+    _positive_int(cfg, "data.batch_size")
+    _positive_int(cfg, "training.patterns_per_update", allow_none=True)
+    _positive_int(cfg, "training.curvature_patterns")
+    _positive_float(cfg, "optim.lr")
+    _choice(cfg, "loss.name", LOSSES)
+    _choice(cfg, "model.nonlinearity", sorted(NONLINEARITIES))
+    _choice(cfg, "model.subsampling", ("stride", "decimation"))
+    _choice(cfg, "model.init_fan", ("F", "sqrt_F"))
+    _choice(cfg, "trainer.accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))
+    k = _get(cfg, "training.patterns_per_update")
+    if k is not None and k > _get(cfg, "data.batch_size"):
+        raise ConfigError(f"training.patterns_per_update={k} exceeds data.batch_size="
+                          f"{_get(cfg, 'data.batch_size')}: a Lightning step must carry whole updates")

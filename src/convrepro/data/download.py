@@ -1,0 +1,57 @@
+"""Fetch public files into the data root, verified, with a progress bar; nothing half-written."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from .errors import DataError
+from .integrity import file_digest
+
+
+def fetch(url: str, destination: Path, expected: str, *, algorithm: str = "sha256",
+          timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``destination`` unless a verified copy is already there.
+
+    The file is written next to its destination under a temporary name and moved into
+    place only after its checksum matches, so an interrupted or corrupted download never
+    leaves a file that looks complete.
+    """
+    if destination.is_file() and file_digest(destination, algorithm) == expected:
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        raise DataError(
+            f"could not download {url}: {getattr(err, 'reason', err)}. Check the network, or copy "
+            f"the file to {destination} by hand."
+        ) from None
+    total = int(response.headers.get("Content-Length") or 0) or None
+    with tempfile.NamedTemporaryFile(dir=destination.parent, prefix=f".{destination.name}.",
+                                     delete=False) as tmp, response:
+        tmp_path = Path(tmp.name)
+        try:
+            with Progress(TextColumn(destination.name), BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), transient=True) as progress:
+                task = progress.add_task("download", total=total)
+                while block := response.read(1 << 16):
+                    tmp.write(block)
+                    progress.update(task, advance=len(block))
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+    digest = file_digest(tmp_path, algorithm)
+    if digest != expected:
+        tmp_path.unlink(missing_ok=True)
+        raise DataError(
+            f"download of {url} is corrupt: {algorithm.upper()} {digest}, expected {expected}. "
+            f"Nothing was written to {destination}; try again."
+        )
+    shutil.move(tmp_path, destination)
+    return destination

@@ -1,0 +1,34 @@
+"""Where data and caches live.
+
+The data root comes from ``CONVREPRO_DATA_DIR`` (or a config value); in development and
+CI it is ``../shared/data`` beside the checkout.  Caches (checksums already verified,
+feature tensors) go under ``CONVREPRO_CACHE_DIR`` (default ``~/.cache/convrepro``), never
+into the data root, which may be read-only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import DataError
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    chosen = root or os.environ.get("CONVREPRO_DATA_DIR") or DEFAULT_ROOT
+    path = Path(chosen).expanduser().resolve()
+    if not path.is_dir():
+        raise DataError(
+            f"data root {path} does not exist. Set CONVREPRO_DATA_DIR (or data.root=...) to the "
+            f"folder that holds usps/, speech/ and imagenette2-224/, or fetch a data set into "
+            f"it with `convrepro-data download <name> --root {path}`."
+        )
+    return path
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("CONVREPRO_CACHE_DIR", Path.home() / ".cache" / "convrepro"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

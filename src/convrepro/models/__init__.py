@@ -1,0 +1,1 @@
+"""The papers' networks, built only from convrepro.nn layers (+ Linear, activations, dropout)."""

@@ -1,0 +1,1 @@
+"""Paper-versus-reproduction tables and plots from MLflow runs."""

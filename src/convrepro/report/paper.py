@@ -1,0 +1,46 @@
+"""The papers' reported numbers (``experiments/<paper>/paper.yaml``) beside a run's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from convrepro.paths import EXPERIMENTS_DIR
+
+
+@dataclass
+class PaperMetric:
+    key: str          # the MLflow metric key
+    label: str
+    paper: float | None
+    tolerance: float | None  # |reproduction - paper| within this counts as reproduced
+
+
+def paper_metrics(experiment: str) -> tuple[str, list[PaperMetric]]:
+    path = EXPERIMENTS_DIR / experiment / "paper.yaml"
+    data = yaml.safe_load(path.read_text())
+    return data["citation"], [PaperMetric(m["key"], m["label"], m.get("paper"), m.get("tolerance"))
+                              for m in data["metrics"]]
+
+
+def verdict(metric: PaperMetric, value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    if metric.paper is None or metric.tolerance is None:
+        return "-"
+    return "reproduced" if abs(value - metric.paper) <= metric.tolerance else "missed"
+
+
+def print_run_table(experiment: str, metrics: dict[str, float], run_name: str, console: Console | None = None):
+    citation, rows = paper_metrics(experiment)
+    table = Table(title=f"{citation} — paper versus this run ({run_name})")
+    for col in ("measure", "paper", "reproduction", "verdict"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    for m in rows:
+        value = metrics.get(m.key)
+        table.add_row(m.label, "-" if m.paper is None else f"{m.paper:g}",
+                      "-" if value is None else f"{value:.4g}", verdict(m, value))
+    (console or Console()).print(table)

@@ -1,0 +1,1 @@
+"""MLflow: where runs go, what each run records, and queries over them."""

@@ -1,0 +1,90 @@
+"""Figures a run records as artifacts: learning curves, confusion matrix, first-layer kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def learning_curves(history: list[dict], path: Path, title: str) -> Path:
+    keys = sorted({k for row in history for k in row if k.endswith("/error") or k.endswith("error")
+                   and not k.startswith("train/running")})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in keys:
+        xs = [row["pass"] for row in history if key in row]
+        ys = [row[key] for row in history if key in row]
+        ax.plot(xs, ys, marker="o", ms=3, label=key)
+    ax.set_xlabel("pass (epoch)")
+    ax.set_ylabel("error (%)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: Path, title: str) -> Path:
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * n, 0.8 + 0.5 * n))
+    ax.imshow(matrix.numpy(), cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            v = int(matrix[i, j])
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                        color="white" if v > matrix.max() / 2 else "black")
+    ax.set_xticks(range(n), class_names, rotation=90 if n > 12 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def kernels(weights: torch.Tensor, path: Path, title: str) -> Path:
+    """(K, h, w) grey kernels or (K, 3, h, w) colour kernels, each scaled to its own range."""
+    k = weights.shape[0]
+    cols = min(k, 12)
+    rows = (k + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= k:
+            continue
+        w = weights[i].float()
+        w = (w - w.min()) / (w.max() - w.min() + 1e-12)
+        if w.dim() == 3:
+            ax.imshow(w.permute(1, 2, 0).numpy())
+        else:
+            ax.imshow(w.numpy(), cmap="gray")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def rejection(rejected: torch.Tensor, error: torch.Tensor, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(rejected.numpy(), error.numpy())
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("rejected (%)")
+    ax.set_ylabel("error on accepted (%)")
+    ax.set_xlim(0, 30)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

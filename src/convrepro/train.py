@@ -1,0 +1,133 @@
+"""``convrepro-train``: compose a Hydra config, train with Lightning, record everything in MLflow.
+
+    convrepro-train experiment=lecun1989 optim=sdlm seed=3 trainer.max_epochs=5
+    python -m convrepro.train experiment=lecun1989 -m seed=1,2,3
+
+Everything that can be wrong with the command line, the data or the tracking store is
+checked before a run is created; once training starts the run ends FINISHED, FAILED (with
+the error as a tag) or KILLED (Ctrl-C), never RUNNING.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from convrepro.config import ConfigError, validate
+from convrepro.data.errors import DataError
+from convrepro.paths import CONF_DIR, PROJECT_ROOT
+from convrepro.tracking.store import TrackingError
+
+if not OmegaConf.has_resolver("project_root"):
+    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+
+USER_ERRORS = (ConfigError, DataError, TrackingError)
+
+
+def build(cfg: DictConfig):
+    """Everything a run needs, built and checked before the run exists."""
+    validate(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    try:
+        model = instantiate(cfg.model)
+        loss = instantiate(cfg.loss)
+        optimizer = instantiate(cfg.optim)
+        optimizer(model.parameters())  # construct once so a bad value fails now
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{_group_of(err)}{err}") from None
+    scheduler = None
+    if cfg.get("scheduler"):
+        scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
+        scheduler["factory"] = instantiate(cfg.scheduler.factory)
+    from convrepro.training.task import ClassifierTask
+
+    task = ClassifierTask(model, loss, optimizer, datamodule.eval_names, scheduler=scheduler,
+                          patterns_per_update=cfg.training.patterns_per_update,
+                          top_k=tuple(cfg.training.top_k), curvature_patterns=cfg.training.curvature_patterns)
+    return datamodule, model, task
+
+
+def _group_of(err: Exception) -> str:
+    text = str(err)
+    for group in ("nonlinearity", "subsampling", "init_fan", "dropout", "connection table", "mode"):
+        if text.startswith(group):
+            return "model."
+    if "lr" in text or "momentum" in text or "weight_decay" in text or "mu" in text:
+        return "optim: "
+    return ""
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from convrepro.report.paper import print_run_table
+    from convrepro.tracking import recorder
+    from convrepro.tracking.store import resolve_uri
+
+    datamodule, model, task = build(cfg)
+    uri = resolve_uri(cfg.logger.tracking_uri, PROJECT_ROOT)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    recorder.check_writable(output_dir)
+
+    hc = HydraConfig.get()
+    run_name = f"{cfg.name}-{cfg.variant}-{hc.runtime.choices.get('optim', 'optim')}-seed{cfg.seed}"
+    experiment_id = recorder.ensure_experiment(uri, cfg.logger.experiment_name, cfg.logger.artifact_root)
+    logger = MLFlowLogger(experiment_name=cfg.logger.experiment_name, run_name=run_name, tracking_uri=uri,
+                          tags=recorder.run_tags(cfg, datamodule, hc), log_model=False)
+    logger._experiment_id = experiment_id
+    client, run_id = logger.experiment, logger.run_id
+    status = "FAILED"
+    try:
+        recorder.log_config(client, run_id, cfg, output_dir)
+        recorder.log_counts(client, run_id, datamodule)
+        checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0,
+                                     every_n_epochs=1)
+        trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
+                             callbacks=[checkpoint], default_root_dir=output_dir)
+        started = time.perf_counter()
+        trainer.fit(task, datamodule=datamodule)
+        if trainer.interrupted:
+            status = "KILLED"
+            raise KeyboardInterrupt
+        final = recorder.finish(client, run_id, task, datamodule, model, cfg, output_dir,
+                                total_seconds=time.perf_counter() - started,
+                                checkpoint=Path(checkpoint.last_model_path) if checkpoint.last_model_path else None)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException as err:
+        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
+        raise
+    finally:
+        client.set_terminated(run_id, status)
+    print_run_table(cfg.name, final, f"{run_name}, run {run_id}")
+    return final
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        final = run(cfg)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return final.get("test/error")
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The one LightningModule the three papers share, the papers' optimizers and callbacks."""

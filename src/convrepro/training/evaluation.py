@@ -1,0 +1,52 @@
+"""End-of-run analyses on an evaluation set: confusion matrix and error versus rejection."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+
+@torch.no_grad()
+def collect_outputs(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs, labels = [], []
+    for x, y in loader:
+        outs.append(model(x.to(device)).cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def confusion(outputs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Rows: true class, columns: predicted class (counts)."""
+    return multiclass_confusion_matrix(outputs.argmax(1), labels, num_classes)
+
+
+def rejection_curve(outputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Error (%) among the accepted patterns when the r least confident are rejected.
+
+    Confidence is the gap between the two largest outputs (LeCun et al. 1989 reject "the
+    least confident" digits; the paper's exact criterion is not stated).  Returns
+    (rejected %, error %) for r = 0 .. n-1.
+    """
+    top2 = outputs.topk(2, dim=1).values
+    confidence = top2[:, 0] - top2[:, 1]
+    order = confidence.argsort(descending=True)  # most confident first
+    wrong = (outputs.argmax(1) != labels)[order].double()
+    n = len(labels)
+    accepted = torch.arange(n, 0, -1, dtype=torch.float64)  # keep the n - r most confident
+    errors_kept = torch.flip(torch.cumsum(wrong, 0), [0])  # errors among the first n - r
+    rejected = 100.0 * (n - accepted) / n
+    return rejected, 100.0 * errors_kept / accepted
+
+
+def rejection_figures(outputs: torch.Tensor, labels: torch.Tensor, target_error: float = 1.0,
+                      at_rejection: float = 12.1) -> dict[str, float]:
+    rejected, error = rejection_curve(outputs, labels)
+    reach = (error <= target_error).nonzero()
+    return {
+        f"rejection_for_{target_error:g}pct_error": float(rejected[reach[0, 0]]) if len(reach) else 100.0,
+        f"error_at_{at_rejection:g}pct_rejection": float(error[(rejected >= at_rejection).nonzero()[0, 0]]),
+    }

@@ -1,0 +1,209 @@
+"""The one LightningModule the three papers share: a classifier with the papers' metrics.
+
+Per-paper code lives in ``models/`` and ``data/``; this module only knows "a network, a
+loss, an optimizer, evaluation sets".  Two ways to update:
+
+* ``patterns_per_update=None``: Lightning's automatic optimisation, one update per batch
+  (AlexNet, modern variants).
+* ``patterns_per_update=k``: the 1989 papers' on-line learning, one update every ``k``
+  patterns in the order given, while a Lightning step carries a whole loader batch of
+  patterns.  Per-pattern updates make the loop's per-step overhead the bottleneck, so the
+  inner loop takes gradients with ``torch.autograd.grad`` and applies them with one fused
+  ``foreach`` update (SGD without momentum, or SDLM's per-weight steps).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from .losses import ClassificationLoss
+from .sdlm import SDLM, gauss_newton_diagonal
+
+
+class ClassifierTask(pl.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: ClassificationLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        eval_names: list[str],
+        scheduler: dict | None = None,
+        patterns_per_update: int | None = None,
+        top_k: tuple[int, ...] = (1,),
+        curvature_patterns: int = 500,
+    ):
+        super().__init__()
+        self.model, self.loss, self.optimizer_factory = model, loss, optimizer
+        self.scheduler_config = scheduler
+        self.eval_names, self.top_k = list(eval_names), tuple(top_k)
+        self.patterns_per_update = patterns_per_update
+        self.automatic_optimization = patterns_per_update is None
+        self.curvature_patterns = curvature_patterns
+        self._reset_sums()
+        self.history: list[dict[str, float]] = []
+        self._epoch_start = None
+
+    # ---- optimisation ------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.model.parameters())
+        if not self.scheduler_config:
+            return optimizer
+        cfg = dict(self.scheduler_config)
+        factory, monitor, interval = cfg.pop("factory"), cfg.pop("monitor", None), cfg.pop("interval", "epoch")
+        sched = {"scheduler": factory(optimizer), "interval": interval}
+        if monitor:
+            sched["monitor"] = monitor
+        return {"optimizer": optimizer, "lr_scheduler": sched}
+
+    def forward(self, x):
+        return self.model(x)
+
+    def on_train_epoch_start(self):
+        self._epoch_start = time.perf_counter()
+        self._train_sums = torch.zeros(3)  # loss sum, errors, patterns
+        opt = self.optimizers()
+        inner = getattr(opt, "optimizer", opt)
+        if isinstance(inner, SDLM):
+            self._estimate_curvature(inner)
+
+    def _estimate_curvature(self, optimizer: SDLM) -> None:
+        """Re-estimate h_kk on the first few hundred training patterns before each pass."""
+        loader = self.trainer.datamodule.train_dataloader()
+        xs, seen = [], 0
+        for x, _ in loader:
+            xs.append(x)
+            seen += len(x)
+            if seen >= self.curvature_patterns:
+                break
+        x = torch.cat(xs)[: self.curvature_patterns].to(self.device)
+        was_training = self.model.training
+        self.model.eval()
+        h = gauss_newton_diagonal(self.model, x, self.loss.output_curvature)
+        self.model.train(was_training)
+        optimizer.set_curvature({p: v / len(x) for p, v in h.items()})
+        self._record({"sdlm/mean_curvature": float(torch.stack([v.mean() for v in h.values()]).mean()) / len(x)})
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if self.automatic_optimization:
+            out = self.model(x)
+            loss = self.loss(out, y)
+            self._accumulate(loss.detach() * len(y), out.detach(), y)
+            return loss
+        self._per_pattern_updates(x, y)
+        return None
+
+    def _per_pattern_updates(self, x, y):
+        opt = self.optimizers()
+        inner = getattr(opt, "optimizer", opt)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        group = inner.param_groups[0]
+        plain_sgd = isinstance(inner, torch.optim.SGD) and not group["momentum"] and not group["weight_decay"]
+        k = self.patterns_per_update
+        losses, wrong = [], []
+        for i in range(0, len(y), k):
+            xi, yi = x[i : i + k], y[i : i + k]
+            out = self.model(xi)
+            loss = self.loss(out, yi)
+            grads = torch.autograd.grad(loss, params)
+            if plain_sgd:
+                with torch.no_grad():
+                    torch._foreach_add_(params, grads, alpha=-group["lr"])
+            elif isinstance(inner, SDLM):
+                inner.apply(params, grads)
+            else:  # any other torch optimizer (momentum, Adam...): its own step
+                for p, g in zip(params, grads, strict=True):
+                    p.grad = g
+                inner.step()
+            losses.append(loss.detach())
+            wrong.append((out.detach().argmax(1) != yi).sum())
+        n = len(y)
+        self._train_sums += torch.stack([torch.stack(losses).sum() * k, torch.stack(wrong).sum().float(),
+                                         torch.tensor(float(n))]).cpu()
+
+    def _accumulate(self, loss_sum, out, y):
+        wrong = (out.argmax(1) != y).sum().float()
+        self._train_sums += torch.stack([loss_sum, wrong, torch.tensor(float(len(y)), device=out.device)]).cpu()
+
+    def on_train_epoch_end(self):
+        loss_sum, wrong, n = self._train_sums.tolist()
+        elapsed = time.perf_counter() - self._epoch_start
+        # Running figures during the pass (the model changed while it went); the paper's
+        # "train error" is the evaluation of the whole training set after the pass.
+        self._record({"train/running_loss": loss_sum / max(n, 1),
+                      "train/running_error": 100.0 * wrong / max(n, 1),
+                      "time/pass_seconds": elapsed,
+                      "throughput/train_patterns_per_second": n / elapsed})
+        if not self.automatic_optimization:
+            for sched in self._schedulers():
+                if not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    sched.step()
+
+    def _record(self, metrics: dict[str, float]) -> None:
+        """Per-pass metrics: to callbacks (monitors) and to the logger with step = pass number.
+
+        Lightning would log them at its global step (loader batches), which for on-line
+        learning is not a unit anyone reads; the papers plot against passes.
+        """
+        self.log_dict(metrics, logger=False)
+        epoch = self.current_epoch + 1
+        if self.history and self.history[-1]["pass"] == epoch:
+            self.history[-1].update(metrics)
+        else:
+            self.history.append({"pass": epoch, **metrics})
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=epoch)
+
+    def _schedulers(self):
+        s = self.lr_schedulers()
+        if s is None:
+            return []
+        return s if isinstance(s, list) else [s]
+
+    # ---- evaluation --------------------------------------------------------------------
+    def _reset_sums(self):
+        self._eval_sums: dict[str, torch.Tensor] = {}
+
+    def on_validation_epoch_start(self):
+        self._reset_sums()
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        x, y = batch
+        out = self.model(x)
+        name = self.eval_names[dataloader_idx]
+        top = out.topk(max(self.top_k), dim=1).indices
+        row = [self.loss(out, y) * len(y), self.loss.mse(out, y) * len(y)]
+        row += [(~(top[:, :k] == y[:, None]).any(1)).sum().float() for k in self.top_k]
+        row.append(torch.tensor(float(len(y)), device=out.device))
+        sums = torch.stack(row).detach().cpu()
+        self._eval_sums[name] = self._eval_sums.get(name, torch.zeros_like(sums)) + sums
+
+    def on_validation_epoch_end(self):
+        metrics = {}
+        for name, sums in self._eval_sums.items():
+            values = sums.tolist()
+            n = values[-1]
+            metrics[f"{name}/loss"] = values[0] / n
+            metrics[f"{name}/mse"] = values[1] / n
+            for k, wrong in zip(self.top_k, values[2:-1], strict=True):
+                key = "error" if k == 1 else f"top{k}_error"
+                metrics[f"{name}/{key}"] = 100.0 * wrong / n
+                if k == 1:
+                    metrics[f"{name}/misses"] = wrong
+        if self.trainer.sanity_checking:
+            return
+        self._record(metrics)
+        if not self.automatic_optimization:
+            for sched in self._schedulers():
+                if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    sched.step(metrics[self.scheduler_config["monitor"]])
+        for key, value in metrics.items():
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{key} became {value} after pass {self.current_epoch + 1}: "
+                                         f"training diverged (lower the learning rate?)")

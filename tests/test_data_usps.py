@@ -1,0 +1,132 @@
+"""USPS reading, integrity errors and the download command (against a local HTTP server)."""
+
+from __future__ import annotations
+
+import bz2
+import functools
+import gzip
+import http.server
+import shutil
+import threading
+
+import pytest
+import torch
+
+from convrepro.cli import data_main
+from convrepro.data import usps as usps_module
+from convrepro.data.errors import DataError
+from convrepro.data.integrity import cached_digest
+from convrepro.data.usps import USPS, _parse
+
+TRAIN_COUNTS = [1194, 1005, 731, 658, 652, 556, 664, 645, 542, 644]
+TEST_COUNTS = [359, 264, 198, 166, 200, 160, 170, 147, 166, 177]
+
+
+def test_reads_the_papers_split_with_its_class_counts(usps_dir):
+    train, test = USPS(usps_dir.parent, "train"), USPS(usps_dir.parent, "test")
+    assert len(train) == 7291 and len(test) == 2007
+    assert torch.bincount(train.labels).tolist() == TRAIN_COUNTS
+    assert torch.bincount(test.labels).tolist() == TEST_COUNTS
+    x, y = train[0]
+    assert x.shape == (1, 16, 16) and x.dtype == torch.float32
+    assert train.images.min() == -1.0 and train.images.max() == 1.0
+    assert int(y) == 6  # the first line of zip.train.gz
+
+
+def test_libsvm_form_parses_to_the_same_digits(usps_dir, tmp_path):
+    images, labels = _parse(usps_dir / "zip.test.gz", "esl")
+    path = tmp_path / "usps.t.bz2"
+    with bz2.open(path, "wt") as f:
+        for img, lab in zip(images.reshape(len(labels), -1), labels, strict=True):
+            f.write(f"{lab + 1} " + " ".join(f"{i + 1}:{v:.6f}" for i, v in enumerate(img)) + "\n")
+    images2, labels2 = _parse(path, "libsvm")
+    assert (labels2 == labels).all()
+    assert abs(images2 - images).max() < 1e-6
+
+
+def _copy(usps_dir, tmp_path):
+    folder = tmp_path / "root" / "usps"
+    folder.mkdir(parents=True)
+    for name in ("zip.train.gz", "zip.test.gz"):
+        shutil.copy(usps_dir / name, folder / name)
+    return folder
+
+
+def test_missing_file_names_path_and_how_to_get_it(usps_dir, tmp_path):
+    folder = _copy(usps_dir, tmp_path)
+    (folder / "zip.test.gz").unlink()
+    with pytest.raises(DataError, match=r"zip\.test\.gz is missing\. Fetch it with `convrepro-data download usps`"):
+        USPS(folder.parent, "test")
+
+
+def test_truncated_file_is_reported_not_parsed(usps_dir, tmp_path):
+    folder = _copy(usps_dir, tmp_path)
+    data = (folder / "zip.train.gz").read_bytes()
+    (folder / "zip.train.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"zip\.train\.gz is truncated or altered: its SHA256 is [0-9a-f]{64}, expected 66ebf2"):
+        USPS(folder.parent, "train")
+
+
+def test_altered_file_is_reported(usps_dir, tmp_path):
+    folder = _copy(usps_dir, tmp_path)
+    with gzip.open(usps_dir / "zip.test.gz", "rt") as f:
+        text = f.read().replace("-1.0000", "-0.9999", 1)
+    with gzip.open(folder / "zip.test.gz", "wt") as f:
+        f.write(text)
+    with pytest.raises(DataError, match="truncated or altered"):
+        USPS(folder.parent, "test")
+
+
+def test_missing_data_root_says_how_to_set_it(tmp_path):
+    with pytest.raises(DataError, match="data root .* does not exist. Set CONVREPRO_DATA_DIR"):
+        USPS(tmp_path / "nowhere", "train")
+
+
+def test_checksum_is_cached_by_size_and_mtime(usps_dir, tmp_path, monkeypatch):
+    folder = _copy(usps_dir, tmp_path)
+    path = folder / "zip.test.gz"
+    first = cached_digest(path)
+    calls = []
+    monkeypatch.setattr("convrepro.data.integrity.file_digest", lambda *a, **k: calls.append(a) or "x")
+    assert cached_digest(path) == first and calls == []  # second use: from the cache
+    path.touch()  # new mtime: hashed again
+    assert cached_digest(path) == "x" and len(calls) == 1
+
+
+@pytest.fixture
+def http_mirror(usps_dir, tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    for name in ("zip.train.gz", "zip.test.gz"):
+        shutil.copy(usps_dir / name, served / name)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_download_fetches_and_verifies(http_mirror, tmp_path, capsys):
+    _, url = http_mirror
+    root = tmp_path / "fresh-root"
+    assert data_main(["download", "usps", "--root", str(root), "--base-url", url]) == 0
+    assert len(USPS(root, "train")) == 7291 and len(USPS(root, "test")) == 2007
+    assert "ok" in capsys.readouterr().out
+    assert data_main(["check", "usps", "--root", str(root)]) == 0
+
+
+def test_corrupt_download_leaves_nothing_behind(http_mirror, tmp_path, capsys):
+    served, url = http_mirror
+    (served / "zip.test.gz").write_bytes(b"not the digits")
+    root = tmp_path / "fresh-root"
+    assert data_main(["download", "usps", "--root", str(root), "--base-url", url]) == 2
+    assert "download of" in capsys.readouterr().err
+    assert not (root / "usps" / "zip.test.gz").exists()
+    assert not [p for p in (root / "usps").iterdir() if p.name.startswith(".zip.test")]
+
+
+def test_unreachable_mirror_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="could not download http://127.0.0.1:9/zip.train.gz"):
+        usps_module.download(tmp_path, base_url="http://127.0.0.1:9/")

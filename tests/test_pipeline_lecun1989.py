@@ -1,0 +1,131 @@
+"""The real pipeline: Hydra composition -> Lightning Trainer -> MLflow (a temporary SQLite store)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from .conftest import REPO
+
+
+def train(tmp_path: Path, *overrides: str, store: Path | None = None) -> subprocess.CompletedProcess:
+    store = store or tmp_path / "mlflow.db"
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    return subprocess.run(
+        [sys.executable, "-m", "convrepro.train", *overrides, f"hydra.run.dir={tmp_path}/outputs/run"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from .conftest import require_data
+
+    require_data("usps")
+    tmp = tmp_path_factory.mktemp("pipeline")
+    result = train(tmp, "experiment=lecun1989", "trainer.max_epochs=2", "data.train_subset=1000", "seed=7",
+                   "trainer.enable_progress_bar=false")
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lecun1989")
+    (run,) = client.search_runs([experiment.experiment_id])
+    return client, run, result, tmp
+
+
+def test_run_is_named_and_finished(tiny_run):
+    _, run, result, _ = tiny_run
+    assert run.info.run_name == "lecun1989-faithful-sgd-seed7"
+    assert run.info.status == "FINISHED"
+    assert "paper versus this run" in result.stdout
+
+
+def test_params_are_the_flattened_resolved_config(tiny_run):
+    _, run, _, _ = tiny_run
+    p = run.data.params
+    assert p["model._target_"] == "convrepro.models.lecun1989.ZipCodeNet"
+    assert p["model.nonlinearity"] == "scaled_tanh"
+    assert p["trainer.max_epochs"] == "2"
+    assert p["training.patterns_per_update"] == "1"
+    assert p["optim.lr"] == "0.03"
+    assert p["seed"] == "7"
+    assert p["data.count.train"] == "1000" and p["data.count.test"] == "2007"
+
+
+def test_tags_record_provenance(tiny_run):
+    _, run, _, _ = tiny_run
+    t = run.data.tags
+    assert len(t["git.commit"]) == 40 or t["git.commit"] == "unknown"
+    assert t["git.dirty"] in ("true", "false", "unknown")
+    assert t["version.torch"].startswith("2.11.0")
+    assert t["dataset.sha.usps/zip.train.gz"].startswith("66ebf231")
+    assert len(t["dataset.fingerprint"]) == 64
+    assert "trainer.max_epochs=2" in t["hydra.overrides"]
+    assert t["hydra.choice.optim"] == "sgd"
+    assert t["device.accelerator"] == "cpu"
+
+
+def test_metrics_per_pass_with_the_papers_names(tiny_run):
+    client, run, _, _ = tiny_run
+    for key in ("train/error", "test/error", "test/mse", "test/misses", "time/pass_seconds"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [1, 2], key
+    test_error = client.get_metric_history(run.info.run_id, "test/error")[-1].value
+    misses = client.get_metric_history(run.info.run_id, "test/misses")[-1].value
+    assert test_error == pytest.approx(100 * misses / 2007)
+    assert 0 < test_error < 60  # 2 passes over 1000 digits already learn something
+    m = run.data.metrics
+    assert 0 <= m["test/rejection_for_1pct_error"] <= 100
+    assert m["time/total_seconds"] > 0 and m["throughput/patterns_per_second"] > 0
+
+
+def test_artifacts_config_hydra_plots_checkpoint(tiny_run):
+    client, run, _, tmp = tiny_run
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", ".hydra", "figures", "checkpoints", "metrics", "data"} <= names
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/learning_curves.png", "figures/confusion_test.png", "figures/first_layer_kernels.png",
+            "figures/rejection_test.png"} <= figures
+    hydra = {a.path for a in client.list_artifacts(run.info.run_id, ".hydra")}
+    assert {".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml"} <= hydra
+    ckpt = client.download_artifacts(run.info.run_id, "checkpoints/last.ckpt", str(tmp / "dl"))
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert state["model.h1.bias"].shape == (12, 8, 8)
+    assert Path(run.info.artifact_uri.replace("file://", "")).is_relative_to(tmp)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.nonlinearity=relu2", "model.nonlinearity='relu2' is not allowed: choose one of logistic, relu, scaled_tanh, tanh"),
+    ("trainer.max_epochs=-1", "trainer.max_epochs=-1 is not allowed: expected a positive integer"),
+    ("optim=adamm", "Could not find 'optim/adamm'"),
+    ("model.nonlinearty=tanh", "Could not override 'model.nonlinearty'"),
+    ("experiment=lecun1898", "Could not find 'experiment/lecun1898'"),
+    ("optim.lr=fast", "optim.lr='fast' is not allowed: expected a number > 0"),
+])
+def test_config_errors_fail_before_any_run(tmp_path, override, message):
+    result = train(tmp_path, "experiment=lecun1989", override)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    store = tmp_path / "mlflow.db"
+    if store.exists():
+        client = MlflowClient(f"sqlite:///{store}")
+        exp = client.get_experiment_by_name("lecun1989")
+        assert exp is None or client.search_runs([exp.experiment_id]) == []
+    if "optim=adamm" == override:
+        assert "Available options in 'optim'" in result.stderr and "sgd" in result.stderr
+
+
+def test_unreachable_tracking_server_fails_fast(tmp_path):
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "-m", "convrepro.train", "experiment=lecun1989",
+                             f"hydra.run.dir={tmp_path}/o"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert "tracking server http://127.0.0.1:9 is unreachable" in result.stderr
