@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export CONVREPRO_DATA_DIR ?= $(abspath ../shared/data)
 
+MLFLOW_DB := sqlite:///$(abspath mlflow.db)
+PORT ?= 5000
+
 .PHONY: install test lint bench reproduce-lecun1989 mlflow-ui clean
 
 install: $(STAMP)
@@ -25,6 +28,15 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/layers.py
+
+# LeCun et al. 1989, faithful settings (23 passes, on-line SGD); prints paper versus run.
+# Extra Hydra overrides: make reproduce-lecun1989 ARGS="optim=sdlm seed=3"
+reproduce-lecun1989: install
+	$(PY) -m convrepro.train experiment=lecun1989 $(ARGS)
+
+# The MLflow dashboard on the project's embedded store (http://127.0.0.1:$(PORT)).
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
 
 clean:
 	rm -rf build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,20 @@ from hypothesis import strategies as st
 
 from convrepro import nn as cnn
 from convrepro.nn import functional as cf
+from convrepro.nn.functional import conv as conv_module
+
+PATHS = ("small", "large")
+
+
+@contextmanager
+def conv_path(path: str):
+    """Force one of the two implementations (gather for small layers, GEMM for large ones)."""
+    saved = conv_module.SMALL_COLUMNS
+    conv_module.SMALL_COLUMNS = 1 << 62 if path == "small" else 0
+    try:
+        yield
+    finally:
+        conv_module.SMALL_COLUMNS = saved
 
 # float32 results go through different GEMM blockings than oneDNN's: sums of up to a few
 # hundred products agree to a few ulps of their magnitude.
@@ -42,10 +58,11 @@ def conv_cases(draw):
         bias=draw(st.sampled_from(["map", "unit", None])),
         dtype=draw(st.sampled_from([torch.float32, torch.float64])),
         seed=draw(st.integers(0, 2**16)),
+        path=draw(st.sampled_from(PATHS)),
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(conv_cases())
 def test_conv2d_matches_flipped_pytorch_forward_and_backward(case):
     g = torch.Generator().manual_seed(case["seed"])
@@ -62,7 +79,8 @@ def test_conv2d_matches_flipped_pytorch_forward_and_backward(case):
         bias = torch.randn(case["d"], ho, wo, generator=g, dtype=dt, requires_grad=True)
     args = (case["stride"], case["padding"], case["pad_value"], case["groups"])
 
-    ours = cf.conv2d(x, wt, bias, stride=args[0], padding=args[1], pad_value=args[2], groups=args[3])
+    with conv_path(case["path"]):
+        ours = cf.conv2d(x, wt, bias, stride=args[0], padding=args[1], pad_value=args[2], groups=args[3])
     ref = reference_conv2d(x, wt, bias, *args)
     torch.testing.assert_close(ours, ref, **TOL[dt])
 
@@ -102,10 +120,11 @@ def test_conv1d_bias_per_unit():
     assert torch.autograd.gradcheck(lambda x, w, b: cf.conv1d(x, w, b), (x, w, b))
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("stride,padding,groups,bias_shape", [
     (1, 0, 1, (4,)), ((2, 3), (1, 2), 2, (4,)), (2, 2, 1, (4, 5, 6)), (3, 1, 2, None),
 ])
-def test_conv2d_gradcheck_float64(stride, padding, groups, bias_shape):
+def test_conv2d_gradcheck_float64(stride, padding, groups, bias_shape, path):
     x = torch.randn(2, 4, 9, 11, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 4 // groups, 3, 2, dtype=torch.float64, requires_grad=True)
     if bias_shape is not None and len(bias_shape) == 3:
@@ -119,7 +138,25 @@ def test_conv2d_gradcheck_float64(stride, padding, groups, bias_shape):
     def f(*t):
         return cf.conv2d(*t, stride=stride, padding=padding, pad_value=-1.0, groups=groups)
 
-    assert torch.autograd.gradcheck(f, inputs)
+    with conv_path(path):
+        assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_large_path_on_channels_last_input_with_many_channels():
+    # The large path's per-offset copies (>= 16 channels per group) and workspace reuse.
+    x = torch.randn(2, 32, 9, 9, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(8, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    with conv_path("large"):
+        out = cf.conv2d(x, w, padding=1, groups=2)
+        out2 = cf.conv2d(x, w, padding=1, groups=2)  # the workspace is reused, results stay right
+    ref = F.conv2d(x, w.flip(-2, -1), padding=1, groups=2)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(out2, ref)
+    grad = torch.randn_like(ref)
+    with conv_path("large"):
+        ours = torch.autograd.grad(cf.conv2d(x, w, padding=1, groups=2), (x, w), grad)
+    for a, b in zip(ours, torch.autograd.grad(ref, (x, w), grad), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_forward_is_convolution_not_correlation():

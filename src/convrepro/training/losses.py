@@ -25,9 +25,20 @@ class ClassificationLoss:
         return t.scatter_(1, labels.view(-1, 1), self.high)
 
     def __call__(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.against(outputs, self.prepare(labels, outputs))
+
+    def prepare(self, labels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """What :meth:`against` compares with: target vectors (MSE) or the labels (CE).
+
+        Made once per loader batch, so on-line learning slices it instead of building a
+        target vector for every pattern.
+        """
+        return self.targets(labels, like) if self.name == "mse" else labels
+
+    def against(self, outputs: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
         if self.name == "mse":
-            return F.mse_loss(outputs, self.targets(labels, outputs))
-        return F.cross_entropy(outputs, labels)
+            return F.mse_loss(outputs, prepared)
+        return F.cross_entropy(outputs, prepared)
 
     def mse(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """MSE against the targets, whatever the training loss (the paper's second measure)."""

@@ -106,11 +106,11 @@ class ClassifierTask(pl.LightningModule):
         group = inner.param_groups[0]
         plain_sgd = isinstance(inner, torch.optim.SGD) and not group["momentum"] and not group["weight_decay"]
         k = self.patterns_per_update
-        losses, wrong = [], []
+        prepared = self.loss.prepare(y, x)
+        losses, outs = [], []
         for i in range(0, len(y), k):
-            xi, yi = x[i : i + k], y[i : i + k]
-            out = self.model(xi)
-            loss = self.loss(out, yi)
+            out = self.model(x[i : i + k])
+            loss = self.loss.against(out, prepared[i : i + k])
             grads = torch.autograd.grad(loss, params)
             if plain_sgd:
                 with torch.no_grad():
@@ -122,10 +122,8 @@ class ClassifierTask(pl.LightningModule):
                     p.grad = g
                 inner.step()
             losses.append(loss.detach())
-            wrong.append((out.detach().argmax(1) != yi).sum())
-        n = len(y)
-        self._train_sums += torch.stack([torch.stack(losses).sum() * k, torch.stack(wrong).sum().float(),
-                                         torch.tensor(float(n))]).cpu()
+            outs.append(out.detach())
+        self._accumulate(torch.stack(losses).sum() * k, torch.cat(outs), y)
 
     def _accumulate(self, loss_sum, out, y):
         wrong = (out.argmax(1) != y).sum().float()

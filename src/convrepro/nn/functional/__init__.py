@@ -1,6 +1,8 @@
 """Functional forms of the lecture's layers: each an autograd Function with written-out backward."""
 
-from .conv import Convolution2d, conv1d, conv2d
+from ._conv_large import LargeConvolution2d
+from ._conv_small import SmallConvolution2d
+from .conv import conv1d, conv2d
 from .lrn import LocalResponseNormalisation, local_response_norm
 from .pool import (
     AveragePooling2d,
@@ -15,7 +17,7 @@ from .pool import (
 )
 
 __all__ = [
-    "AveragePooling2d", "Convolution2d", "DecimationPooling2d", "LocalResponseNormalisation",
+    "AveragePooling2d", "LargeConvolution2d", "SmallConvolution2d", "DecimationPooling2d", "LocalResponseNormalisation",
     "MaxPooling2d", "avg_pool1d", "avg_pool2d", "conv1d", "conv2d", "decimation_pool1d",
     "decimation_pool2d", "local_response_norm", "max_pool1d", "max_pool2d",
 ]

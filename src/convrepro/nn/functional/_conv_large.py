@@ -1,0 +1,136 @@
+"""The convolution for large layers (AlexNet): im2col by strided copies, one GEMM per group.
+
+The input is laid out once as columns (one row per output position), so that each of the
+three sums (output, input gradient, weight gradient) is a single batched matrix multiply
+over the whole batch; the input gradient's sum over kernel shifts is an overlap-add, one
+strided add per kernel offset.  Activations are kept channels-last (N, H, W, C) inside:
+the column gather then reads contiguous channel vectors and the output is a free view.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch.autograd import Function
+
+_SCRATCH = threading.local()
+
+
+def _workspace(slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A scratch tensor reused across calls (per thread, device and dtype).
+
+    The column matrices are large (AlexNet conv2 at batch 32: 224 MB) and live only inside
+    one forward or backward; allocating them fresh each time costs more in page faults
+    than the copy itself.  Only temporaries that never leave a Function use this.
+    """
+    key = (slot, like.device, like.dtype)
+    cache = _SCRATCH.__dict__.setdefault("buffers", {})
+    numel = 1
+    for n in shape:
+        numel *= n
+    buf = cache.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, device=like.device, dtype=like.dtype)
+        cache[key] = buf
+    return buf[:numel].view(shape)
+
+
+def _padded_channels_last(x: torch.Tensor, ph: int, pw: int, value: float) -> torch.Tensor:
+    """(N, C, H, W) in any layout -> contiguous (N, H + 2ph, W + 2pw, C), framed by ``value``."""
+    n, c, h, w = x.shape
+    if ph == 0 and pw == 0:
+        return x.permute(0, 2, 3, 1).contiguous()
+    xp = x.new_full((n, h + 2 * ph, w + 2 * pw, c), value)
+    xp[:, ph : ph + h, pw : pw + w, :] = x.permute(0, 2, 3, 1)
+    return xp
+
+
+def _columns(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int) -> torch.Tensor:
+    """im2col into a workspace: (G, N*Ho*Wo, kh*kw*Cg), row r the receptive field of position r."""
+    n, hp, wp, c = xp.shape
+    ho, wo, cg = (hp - kh) // sh + 1, (wp - kw) // sw + 1, c // groups
+    cols = _workspace("columns", (groups, n, ho, wo, kh, kw, cg), xp)
+    if cg < 16:  # few channels (an image's RGB): one copy from a 7-D strided view wins
+        s_n, s_h, s_w, s_c = xp.stride()
+        cols.copy_(xp.as_strided((groups, n, ho, wo, kh, kw, cg),
+                                 (cg * s_c, s_n, sh * s_h, sw * s_w, s_h, s_w, s_c)))
+    else:  # many channels: one copy per kernel offset, each moving whole channel vectors
+        src = xp.view(n, hp, wp, groups, cg).permute(3, 0, 1, 2, 4)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, :, :, i, j, :] = src[:, :, i : i + sh * (ho - 1) + 1 : sh,
+                                                j : j + sw * (wo - 1) + 1 : sw, :]
+    return cols.view(groups, n * ho * wo, kh * kw * cg)
+
+
+def _kernel_matrix(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """(D, Cg, kh, kw) -> the flipped kernel as (G, kh*kw*Cg, Dg): the convolution's matrix."""
+    d, cg, kh, kw = weight.shape
+    flipped = weight.flip(-2, -1).view(groups, d // groups, cg, kh, kw)
+    return flipped.permute(0, 3, 4, 2, 1).reshape(groups, kh * kw * cg, d // groups)
+
+
+class LargeConvolution2d(Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, pad_value, groups):
+        n, c, h, w = x.shape
+        d, cg, kh, kw = weight.shape
+        (sh, sw), (ph, pw) = stride, padding
+        xp = _padded_channels_last(x, ph, pw, pad_value)
+        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        cols = _columns(xp, kh, kw, sh, sw, groups)
+        kmat = _kernel_matrix(weight, groups)
+        if groups == 1:
+            if bias is not None and bias.dim() == 1:
+                out = torch.addmm(bias, cols[0], kmat[0])
+            else:
+                out = torch.mm(cols[0], kmat[0])
+            out = out.view(n, ho, wo, d)
+        else:
+            out = torch.bmm(cols, kmat).permute(1, 0, 2).reshape(n, ho, wo, d)
+            if bias is not None and bias.dim() == 1:
+                out += bias
+        if bias is not None and bias.dim() == 3:  # LeCun: one bias per output unit
+            out += bias.permute(1, 2, 0)
+        # The columns live in a workspace and are rebuilt in backward from the padded input:
+        # a kh*kw/stride^2 smaller footprint, and the rebuild costs less than fresh memory.
+        ctx.save_for_backward(xp if ctx.needs_input_grad[1] else None,
+                              kmat if ctx.needs_input_grad[0] else None)
+        ctx.geometry = (x.shape, weight.shape, stride, padding, groups, bias is not None and bias.dim())
+        return out.permute(0, 3, 1, 2)  # (N, D, Ho, Wo), channels-last in memory
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xp, kmat = ctx.saved_tensors
+        (n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), groups, bias_dim = ctx.geometry
+        ho, wo = grad_out.shape[-2:]
+        dg = d // groups
+        # (G, M, Dg): the output gradient, one row per output position.
+        g = grad_out.permute(0, 2, 3, 1).reshape(n * ho * wo, groups, dg).transpose(0, 1)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            # Correlation of the output gradient with the kernel: every output position sends
+            # dL/dz back through the kernel (one GEMM), then the kh*kw shifted copies are
+            # summed.  The column gradient is made transposed, (G, kh*kw*Cg, M), so that each
+            # shifted copy is a run of whole (Ho, Wo) planes: the adds stream through memory.
+            dcols = _workspace("column_gradient", (groups, kh * kw * cg, n * ho * wo), grad_out)
+            torch.bmm(kmat, g.transpose(1, 2), out=dcols)
+            dcols = dcols.view(groups, kh, kw, cg, n, ho, wo)
+            dxp = grad_out.new_zeros(groups, cg, n, h + 2 * ph, w + 2 * pw)
+            for i in range(kh):
+                for j in range(kw):
+                    dxp[:, :, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += dcols[:, i, j]
+            # The frame (pad_value) is a constant: its gradient is dropped.
+            dxp = dxp.view(c, n, h + 2 * ph, w + 2 * pw)
+            grad_x = dxp[:, :, ph : ph + h, pw : pw + w].permute(1, 0, 2, 3)
+        if ctx.needs_input_grad[1]:
+            # Correlation of the output gradient with the input gives dL/dw of the flipped
+            # kernel; flipping back gives that of the convolution kernel.
+            cols = _columns(xp, kh, kw, sh, sw, groups)
+            dk = torch.bmm(g.transpose(1, 2), cols)  # (G, Dg, kh*kw*Cg)
+            dk = dk.view(groups, dg, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(d, cg, kh, kw)
+            grad_w = dk.flip(-2, -1)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum(dim=(0, 2, 3)) if bias_dim == 1 else grad_out.sum(dim=0)
+        return grad_x, grad_w, grad_b, None, None, None, None

@@ -1,0 +1,96 @@
+"""The convolution for small layers (LeCun's H1/H2, the TDNN): one gather, one scatter-add.
+
+On-line learning runs ~170,000 forward/backward passes of single patterns through these
+layers, where the cost is the number of tensor operations, not arithmetic.  So the whole
+im2col -- padding with the frame value and the kernel flip included -- is one gather with
+a cached index, and the overlap-add of the input gradient is one ``index_add_`` with the
+*same* index: reading a receptive field forward and summing the shifted copies backward
+are each other's transposes.
+
+Column (c, i, j) of a row reads the input at offset (kh-1-i, kw-1-j) of the receptive
+field, so that ``columns @ weight.view(D, -1).T`` is sum_k w[k] a[m - k]: the lecture's
+convolution, with the weight used in its own memory layout (no flipped copy).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch.autograd import Function
+
+# Below this many column entries (an 8 MB index) the gather path is used.
+SMALL_COLUMNS = 1 << 20
+
+
+@functools.lru_cache(maxsize=64)
+def gather_index(shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
+                 groups: int, device: torch.device) -> torch.Tensor:
+    """(G, N*Ho*Wo, Cg*kh*kw) positions in the flat channels-last input; the frame reads slot N*H*W*C."""
+    n, c, h, w = shape
+    ho, wo, cg = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1, c // groups
+
+    def axis(values, dim):
+        view = [1] * 7
+        view[dim] = -1
+        return values.view(view)
+
+    a = functools.partial(torch.arange, device=device)
+    g, b, oh, ow = axis(a(groups), 0), axis(a(n), 1), axis(a(ho), 2), axis(a(wo), 3)
+    ch, i, j = axis(a(cg), 4), axis(a(kh), 5), axis(a(kw), 6)
+    row = oh * sh + (kh - 1 - i) - ph  # the flip: kernel tap i meets input offset kh-1-i
+    col = ow * sw + (kw - 1 - j) - pw
+    inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+    flat = ((b * h + row) * w + col) * c + g * cg + ch
+    index = torch.where(inside, flat, n * h * w * c)
+    return index.reshape(groups, n * ho * wo, cg * kh * kw).contiguous()
+
+
+class SmallConvolution2d(Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, pad_value, groups):
+        n, c, h, w = x.shape
+        d, cg, kh, kw = weight.shape
+        (sh, sw), (ph, pw) = stride, padding
+        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        index = gather_index((n, c, h, w), kh, kw, sh, sw, ph, pw, groups, x.device)
+        source = torch.cat([x.permute(0, 2, 3, 1).reshape(-1), x.new_full((1,), pad_value)])
+        cols = source[index]  # (G, M, Cg*kh*kw)
+        kernel = weight.view(groups, d // groups, cg * kh * kw)
+        if groups == 1:
+            if bias is not None and bias.dim() == 1:
+                out = torch.addmm(bias, cols[0], kernel[0].t())
+            else:
+                out = torch.mm(cols[0], kernel[0].t())
+            out = out.view(n, ho, wo, d)
+        else:
+            out = torch.bmm(cols, kernel.transpose(1, 2)).permute(1, 0, 2).reshape(n, ho, wo, d)
+            if bias is not None and bias.dim() == 1:
+                out += bias
+        if bias is not None and bias.dim() == 3:
+            out += bias.permute(1, 2, 0)
+        ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None,
+                              kernel if ctx.needs_input_grad[0] else None, index)
+        ctx.geometry = (x.shape, weight.shape, groups, bias is not None and bias.dim())
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        cols, kernel, index = ctx.saved_tensors
+        (n, c, h, w), wshape, groups, bias_dim = ctx.geometry
+        d = wshape[0]
+        ho, wo = grad_out.shape[-2:]
+        g = grad_out.permute(0, 2, 3, 1).reshape(n * ho * wo, groups, d // groups).transpose(0, 1)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            # Correlation with the kernel: send dL/dz back through each receptive field,
+            # then sum what lands on each input position (the frame's share is dropped).
+            dcols = torch.bmm(g, kernel)
+            flat = grad_out.new_zeros(n * h * w * c + 1).index_add_(0, index.view(-1), dcols.reshape(-1))
+            grad_x = flat[:-1].view(n, h, w, c).permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:
+            # Correlation of dL/dz with the input: already in the weight's own layout.
+            grad_w = torch.bmm(g.transpose(1, 2), cols).view(wshape)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum(dim=(0, 2, 3)) if bias_dim == 1 else grad_out.sum(dim=0)
+        return grad_x, grad_w, grad_b, None, None, None, None
