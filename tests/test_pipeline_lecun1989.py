@@ -129,3 +129,22 @@ def test_unreachable_tracking_server_fails_fast(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 2
     assert "tracking server http://127.0.0.1:9 is unreachable" in result.stderr
+
+
+@pytest.mark.parametrize("overrides,expected_metric", [
+    (("experiment=lecun1989", "optim=sdlm", "training.curvature_patterns=100"), "sdlm/mean_curvature"),
+    (("experiment=lecun1989_modern",), "test/loss"),
+    (("experiment=lecun1989", "model.subsampling=decimation"), "test/error"),
+])
+def test_variants_run_end_to_end(tmp_path, overrides, expected_metric):
+    from .conftest import require_data
+
+    require_data("usps")
+    result = train(tmp_path, *overrides, "trainer.max_epochs=1", "data.train_subset=400",
+                   "trainer.enable_progress_bar=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("lecun1989").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert expected_metric in run.data.metrics
+    assert 0 < run.data.metrics[expected_metric] < float("inf")

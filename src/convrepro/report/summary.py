@@ -1,0 +1,56 @@
+"""Aggregate finished runs from any tracking URI: mean, sd, n, min, max per group and metric."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+
+from mlflow.tracking import MlflowClient
+
+
+@dataclass
+class Aggregate:
+    n: int
+    mean: float
+    sd: float
+    minimum: float
+    maximum: float
+    run_ids: list[str]
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3g} ± {self.sd:.2g} (n={self.n})"
+
+
+def finished_runs(client: MlflowClient, experiment: str, filter_string: str = ""):
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    query = "attributes.status = 'FINISHED'" + (f" and {filter_string}" if filter_string else "")
+    return client.search_runs([exp.experiment_id], query, max_results=5000)
+
+
+def group_key(run) -> str:
+    """variant-optimizer, e.g. faithful-sgd: the part of the run name before the seed."""
+    t = run.data.tags
+    return f"{t.get('variant', '?')}-{t.get('hydra.choice.optim', '?')}"
+
+
+def aggregate(runs, metrics: list[str]) -> dict[str, dict[str, Aggregate]]:
+    groups: dict[str, list] = defaultdict(list)
+    for run in runs:
+        groups[group_key(run)].append(run)
+    table: dict[str, dict[str, Aggregate]] = {}
+    for key, members in sorted(groups.items()):
+        table[key] = {}
+        for metric in metrics:
+            pairs = [(r.data.metrics[metric], r.info.run_id) for r in members if metric in r.data.metrics]
+            values = [v for v, _ in pairs if math.isfinite(v)]
+            if not values:
+                continue
+            table[key][metric] = Aggregate(
+                n=len(values), mean=statistics.fmean(values),
+                sd=statistics.stdev(values) if len(values) > 1 else 0.0,
+                minimum=min(values), maximum=max(values), run_ids=[r for _, r in pairs])
+    return table
