@@ -148,3 +148,25 @@ def test_variants_run_end_to_end(tmp_path, overrides, expected_metric):
     assert run.info.status == "FINISHED"
     assert expected_metric in run.data.metrics
     assert 0 < run.data.metrics[expected_metric] < float("inf")
+
+
+def test_tdnn_end_to_end_with_shift_curve(tmp_path):
+    from .conftest import require_data
+
+    require_data("speech/fraser")
+    result = train(tmp_path, "experiment=waibel1989", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+                   "data.progress=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("waibel1989").experiment_id])
+    m = run.data.metrics
+    assert run.info.status == "FINISHED"
+    for key in ("train/error", "val/error", "test/error", "timit/error"):
+        assert 0 <= m[key] <= 100
+    assert {f"shift/test_accuracy_{s}" for s in range(-3, 4)} <= set(m)
+    counts = client.download_artifacts(run.info.run_id, "data/counts.json", str(tmp_path))
+    import json
+
+    assert json.load(open(counts))["test"] == {"b": 119, "d": 186, "g": 67}
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/shift_invariance.png" in figures

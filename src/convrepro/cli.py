@@ -2,6 +2,7 @@
 
     convrepro-data download usps [--root DIR] [--form esl|libsvm] [--base-url URL]
     convrepro-data check usps [--root DIR]
+    convrepro-data speech-tokens --format lab|timit --root DIR [--out tokens.csv] [--speaker NAME]
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ def data_main(argv: list[str] | None = None) -> int:
     ck = sub.add_parser("check", help="verify a data set's files against their checksums")
     ck.add_argument("dataset", choices=["usps"])
     ck.add_argument("--root")
+    tk = sub.add_parser("speech-tokens", help="write a /b/ /d/ /g/ token table from a labelled speech folder")
+    tk.add_argument("--format", required=True, choices=["lab", "timit"],
+                    help="lab: <root>/lab/*.lab + audio; timit: <speaker>/<sentence>.phn + .wav")
+    tk.add_argument("--root", required=True, help="the corpus folder")
+    tk.add_argument("--out", default="tokens.csv")
+    tk.add_argument("--speaker", default=None, help="speaker name (lab format; default: the folder name)")
+    tk.add_argument("--corpus", default=None, help="corpus name in the table (default: the folder name)")
+    tk.add_argument("--vowels", default="sampa", choices=["sampa", "festvox"], help="lab label inventory")
+    tk.add_argument("--audio-dir", default="flac", help="lab format: folder of the recordings")
+    tk.add_argument("--audio-suffix", default=".flac")
     args = parser.parse_args(argv)
     try:
         if args.command == "download":
@@ -43,10 +54,31 @@ def data_main(argv: list[str] | None = None) -> int:
             for split in ("train", "test"):
                 ds = USPS(_root(args.root), split)
                 print(f"ok  {ds.folder / ds.source.name}: {len(ds)} digits, checksum verified")
+        elif args.command == "speech-tokens":
+            _speech_tokens(args)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _speech_tokens(args) -> None:
+    from convrepro.data.speech import tokens as tk
+
+    root = Path(args.root).expanduser().resolve()
+    problems: list[str] = []
+    if args.format == "lab":
+        found = tk.tokens_from_lab(root, corpus=args.corpus or root.name, speaker=args.speaker or root.name,
+                                   vowels=args.vowels, audio_dir=args.audio_dir, audio_suffix=args.audio_suffix,
+                                   problems=problems)
+    else:
+        found = tk.tokens_from_timit(root, corpus=args.corpus or "timit", problems=problems)
+    tk.write_table(found, Path(args.out))
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    for split, per_class in sorted(tk.counts(found).items()):
+        print(f"{split:6s} " + "  ".join(f"/{c}/ {n}" for c, n in per_class.items()))
+    print(f"{len(found)} tokens written to {args.out} ({len(problems)} problem(s))")
 
 
 if __name__ == "__main__":

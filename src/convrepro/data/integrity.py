@@ -77,3 +77,31 @@ def fingerprint(digests: dict[str, str]) -> str:
     for name in sorted(digests):
         h.update(f"{name}\0{digests[name]}\n".encode())
     return h.hexdigest()
+
+
+def manifest(folder: Path, name: str = "SHA256SUMS") -> dict[str, str]:
+    """``sha256sum`` output in ``folder`` as {relative path: digest}; empty if there is none."""
+    path = folder / name
+    if not path.is_file():
+        return {}
+    entries = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            digest, rel = line.split(None, 1)
+            entries[rel.lstrip("*").strip()] = digest
+    return entries
+
+
+def verify_files(paths: list[Path], folder: Path, *, how_to_get: str = "") -> dict[str, str]:
+    """Digests of ``paths``, each checked against ``folder``'s SHA256SUMS where it lists it."""
+    listed = manifest(folder)
+    digests = {}
+    for path in paths:
+        rel = str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
+        if rel in listed:
+            digests[rel] = verify(path, listed[rel], how_to_get=how_to_get)
+        else:
+            if not path.is_file():
+                raise DataError(f"{path} is missing. {how_to_get}".strip())
+            digests[rel] = cached_digest(path)
+    return digests

@@ -88,3 +88,18 @@ def rejection(rejected: torch.Tensor, error: torch.Tensor, path: Path, title: st
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def shift_curve(curve: dict[int, float], path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    xs = sorted(curve)
+    ax.plot(xs, [curve[x] for x in xs], marker="o")
+    ax.set_xlabel("window displacement (frames of 10 ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -86,6 +86,10 @@ def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, output_dir: P
 def log_counts(client: MlflowClient, run_id: str, datamodule) -> None:
     counts = datamodule.counts()
     client.log_dict(run_id, counts, "data/counts.json")
+    problems = getattr(datamodule, "problems", None)
+    if problems:
+        client.log_text(run_id, "\n".join(problems) + "\n", "data/problems.txt")
+        client.log_metric(run_id, "data/dropped", len(problems))
     for split, per_class in counts.items():
         client.log_param(run_id, f"data.count.{split}", sum(per_class.values()))
 
@@ -95,7 +99,8 @@ def finish(client: MlflowClient, run_id: str, task, datamodule, model, cfg, outp
     """End-of-run analyses, figures, checkpoint; returns the final metrics."""
     final = {k: v for k, v in task.history[-1].items() if k != "pass"} if task.history else {}
     outputs, labels = evaluation.collect_outputs(model, datamodule.eval_dataloader("test"))
-    final.update({f"test/{k}": v for k, v in evaluation.rejection_figures(outputs, labels).items()})
+    if getattr(datamodule, "report_rejection", True):
+        final.update({f"test/{k}": v for k, v in evaluation.rejection_figures(outputs, labels).items()})
     patterns = sum(row.get("throughput/train_patterns_per_second", 0) * row.get("time/pass_seconds", 0)
                    for row in task.history)
     final["time/total_seconds"] = total_seconds
@@ -109,8 +114,15 @@ def finish(client: MlflowClient, run_id: str, task, datamodule, model, cfg, outp
     plots.learning_curves(task.history, figures / "learning_curves.png", title)
     matrix = evaluation.confusion(outputs, labels, outputs.shape[1])
     plots.confusion_matrix(matrix, datamodule.class_names, figures / "confusion_test.png", f"{title}: test set")
-    rejected, error = evaluation.rejection_curve(outputs, labels)
-    plots.rejection(rejected, error, figures / "rejection_test.png", f"{title}: error vs rejection")
+    if getattr(datamodule, "report_rejection", True):
+        rejected, error = evaluation.rejection_curve(outputs, labels)
+        plots.rejection(rejected, error, figures / "rejection_test.png", f"{title}: error vs rejection")
+    if hasattr(datamodule, "shifted_dataloader"):
+        curve = evaluation.shift_curve(model, datamodule)
+        client.log_batch(run_id, metrics=[mlflow.entities.Metric(f"shift/test_accuracy_{s}", v, 0, steps)
+                                          for s, v in curve.items()])
+        final.update({f"shift/test_accuracy_{s}": v for s, v in curve.items()})
+        plots.shift_curve(curve, figures / "shift_invariance.png", f"{title}: accuracy vs window shift")
     if hasattr(model, "first_layer_kernels"):
         plots.kernels(model.first_layer_kernels().cpu(), figures / "first_layer_kernels.png",
                       f"{title}: learned first-layer kernels")
