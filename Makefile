@@ -28,6 +28,7 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/layers.py
+	$(PY) benchmarks/lecun_online.py
 
 # LeCun et al. 1989, faithful settings (23 passes, on-line SGD); prints paper versus run.
 # Extra Hydra overrides: make reproduce-lecun1989 ARGS="optim=sdlm seed=3"

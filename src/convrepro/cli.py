@@ -1,6 +1,7 @@
 """``convrepro-data``: fetch and check the data sets in the data root.
 
     convrepro-data download usps [--root DIR] [--form esl|libsvm] [--base-url URL]
+    convrepro-data download arctic --speakers bdl,rms,jmk [--root DIR] [--base-url URL]
     convrepro-data check usps [--root DIR]
     convrepro-data speech-tokens --format lab|timit --root DIR [--out tokens.csv] [--speaker NAME]
 """
@@ -24,7 +25,8 @@ def data_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convrepro-data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     dl = sub.add_parser("download", help="fetch a public data set into the data root, verified")
-    dl.add_argument("dataset", choices=["usps"])
+    dl.add_argument("dataset", choices=["usps", "arctic"])
+    dl.add_argument("--speakers", default="bdl,rms,jmk", help="arctic: comma-separated speakers")
     dl.add_argument("--root", help="data root (default: $CONVREPRO_DATA_DIR or ../shared/data)")
     dl.add_argument("--form", default="esl", choices=["esl", "libsvm"], help="USPS file form")
     dl.add_argument("--base-url", help="fetch from this mirror instead of the public site")
@@ -43,10 +45,16 @@ def data_main(argv: list[str] | None = None) -> int:
     tk.add_argument("--audio-suffix", default=".flac")
     args = parser.parse_args(argv)
     try:
-        if args.command == "download":
+        if args.command == "download" and args.dataset == "usps":
             from convrepro.data import usps
 
             for path in usps.download(_root(args.root), form=args.form, base_url=args.base_url):
+                print(f"ok  {path}")
+        elif args.command == "download":
+            from convrepro.data.speech import arctic
+
+            speakers = [s.strip() for s in args.speakers.split(",") if s.strip()]
+            for path in arctic.download(_root(args.root), speakers, base_url=args.base_url):
                 print(f"ok  {path}")
         elif args.command == "check":
             from convrepro.data.usps import USPS

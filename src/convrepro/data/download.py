@@ -14,15 +14,16 @@ from .errors import DataError
 from .integrity import file_digest
 
 
-def fetch(url: str, destination: Path, expected: str, *, algorithm: str = "sha256",
+def fetch(url: str, destination: Path, expected: str | None, *, algorithm: str = "sha256",
           timeout: float = 60.0) -> Path:
     """Download ``url`` to ``destination`` unless a verified copy is already there.
 
     The file is written next to its destination under a temporary name and moved into
     place only after its checksum matches, so an interrupted or corrupted download never
-    leaves a file that looks complete.
+    leaves a file that looks complete.  ``expected=None`` (a source that publishes no
+    checksum) only guarantees that the download completed.
     """
-    if destination.is_file() and file_digest(destination, algorithm) == expected:
+    if destination.is_file() and (expected is None or file_digest(destination, algorithm) == expected):
         return destination
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -47,7 +48,11 @@ def fetch(url: str, destination: Path, expected: str, *, algorithm: str = "sha25
             tmp_path.unlink(missing_ok=True)
             raise
     digest = file_digest(tmp_path, algorithm)
-    if digest != expected:
+    if total is not None and tmp_path.stat().st_size != total:
+        tmp_path.unlink(missing_ok=True)
+        raise DataError(f"download of {url} stopped after {tmp_path.stat().st_size} of {total} bytes; "
+                        f"nothing was written to {destination}; try again.")
+    if expected is not None and digest != expected:
         tmp_path.unlink(missing_ok=True)
         raise DataError(
             f"download of {url} is corrupt: {algorithm.upper()} {digest}, expected {expected}. "
