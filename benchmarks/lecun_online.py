@@ -58,7 +58,8 @@ def main() -> int:
     x, y = data.images[:2048], data.labels[:2048]
     loss = ClassificationLoss()
     rows = {}
-    for name, make in (("hand-written", lambda: ZipCodeNet()), ("torch.nn.functional", lambda: TorchZipCodeNet(ZipCodeNet()))):
+    makers = (("hand-written", ZipCodeNet), ("torch.nn.functional", lambda: TorchZipCodeNet(ZipCodeNet())))
+    for name, make in makers:
         torch.manual_seed(0)
         model = make()
         per_pattern_ms(model, x[:200], y[:200], loss)  # warm-up

@@ -20,7 +20,8 @@ from convrepro.report.summary import aggregate, finished_runs
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convrepro-summary", description=__doc__.splitlines()[0])
     parser.add_argument("experiment")
-    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"))
+    default_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
+    parser.add_argument("--uri", default=default_uri)
     parser.add_argument("--filter", default="", help="an MLflow search filter, e.g. \"tags.variant = 'faithful'\"")
     args = parser.parse_args(argv)
     citation, metrics = paper_metrics(args.experiment)

@@ -65,7 +65,8 @@ def install(archive: Path, folder: Path, speaker: str) -> Path:
                            (m.name.startswith(prefix + "wav/") or m.name.startswith(prefix + "lab/"))]
                 tar.extractall(tmp, members=members, filter="data")
         except (tarfile.TarError, EOFError, OSError) as err:
-            raise DataError(f"{archive} is not a readable ARCTIC archive ({err}); it was deleted, download again") from None
+            raise DataError(f"{archive} is not a readable ARCTIC archive ({err}); "
+                            f"it was deleted, download again") from None
         staged = Path(tmp) / prefix
         wavs = {p.stem for p in (staged / "wav").glob("*.wav")}
         labs = {p.stem for p in (staged / "lab").glob("*.lab")}
