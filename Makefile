@@ -9,7 +9,7 @@ export CONVREPRO_DATA_DIR ?= $(abspath ../shared/data)
 MLFLOW_DB := sqlite:///$(abspath mlflow.db)
 PORT ?= 5000
 
-.PHONY: install test lint bench reproduce-lecun1989 mlflow-ui clean
+.PHONY: install test lint bench reproduce-lecun1989 reproduce-waibel1989 mlflow-ui clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: install
 # Extra Hydra overrides: make reproduce-lecun1989 ARGS="optim=sdlm seed=3"
 reproduce-lecun1989: install
 	$(PY) -m convrepro.train experiment=lecun1989 $(ARGS)
+
+# Waibel et al. 1989, faithful TDNN on the fraser /b/ /d/ /g/ tokens (~1 min); shift curve included.
+reproduce-waibel1989: install
+	$(PY) -m convrepro.train experiment=waibel1989 $(ARGS)
 
 # The MLflow dashboard on the project's embedded store (http://127.0.0.1:$(PORT)).
 mlflow-ui: install

@@ -170,3 +170,16 @@ def test_tdnn_end_to_end_with_shift_curve(tmp_path):
     assert json.load(open(counts))["test"] == {"b": 119, "d": 186, "g": 67}
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/shift_invariance.png" in figures
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (("experiment=waibel1989", "data.corpus=timit2"), "data.corpus='timit2' is not known: choose one of fraser, arctic, table"),
+    (("experiment=waibel1989", "model.output=softmax"), "model: output must be one of ('logistic', 'none'), got 'softmax'"),
+    (("experiment=lecun1989", "optim=sdlm", "optim.mu=-1"), "optim: SDLM needs lr > 0 and mu > 0"),
+    (("experiment=lecun1989", "data.root=/nonexistent"), "data root /nonexistent does not exist"),
+])
+def test_constructor_refusals_are_one_clear_message(tmp_path, overrides, message):
+    result = train(tmp_path, *overrides)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and "InstantiationException" not in result.stderr

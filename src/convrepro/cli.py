@@ -43,6 +43,7 @@ def data_main(argv: list[str] | None = None) -> int:
     tk.add_argument("--vowels", default="sampa", choices=["sampa", "festvox"], help="lab label inventory")
     tk.add_argument("--audio-dir", default="flac", help="lab format: folder of the recordings")
     tk.add_argument("--audio-suffix", default=".flac")
+    tk.add_argument("--split", default="test", help="timit format: the split its tokens belong to")
     args = parser.parse_args(argv)
     try:
         if args.command == "download" and args.dataset == "usps":
@@ -80,7 +81,7 @@ def _speech_tokens(args) -> None:
                                    vowels=args.vowels, audio_dir=args.audio_dir, audio_suffix=args.audio_suffix,
                                    problems=problems)
     else:
-        found = tk.tokens_from_timit(root, corpus=args.corpus or "timit", problems=problems)
+        found = tk.tokens_from_timit(root, corpus=args.corpus or "timit", split=args.split, problems=problems)
     tk.write_table(found, Path(args.out))
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,15 +36,15 @@ def build(cfg: DictConfig):
     """Everything a run needs, built and checked before the run exists."""
     validate(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
+    datamodule = _instantiate("data", cfg.data)
     datamodule.prepare_data()
+    model = _instantiate("model", cfg.model)
+    loss = _instantiate("loss", cfg.loss)
+    optimizer = _instantiate("optim", cfg.optim)
     try:
-        model = instantiate(cfg.model)
-        loss = instantiate(cfg.loss)
-        optimizer = instantiate(cfg.optim)
-        optimizer(model.parameters())  # construct once so a bad value fails now
+        optimizer(model.parameters())  # construct once so that a bad value fails now
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"{_group_of(err)}{err}") from None
+        raise ConfigError(f"optim: {err}") from None
     scheduler = None
     if cfg.get("scheduler"):
         scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True)
@@ -56,14 +57,21 @@ def build(cfg: DictConfig):
     return datamodule, model, task
 
 
-def _group_of(err: Exception) -> str:
-    text = str(err)
-    for group in ("nonlinearity", "subsampling", "init_fan", "dropout", "connection table", "mode"):
-        if text.startswith(group):
-            return "model."
-    if "lr" in text or "momentum" in text or "weight_decay" in text or "mu" in text:
-        return "optim: "
-    return ""
+def _instantiate(group: str, node):
+    """Build a config group's object; a value its constructor refuses is a config error.
+
+    Hydra wraps whatever the constructor raises; the user should see the constructor's
+    own message (a DataError as it is), prefixed with the group it came from.
+    """
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, USER_ERRORS):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"{group}: {cause}") from None
+        raise
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
