@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +25,20 @@ from torch import nn
 
 from .losses import ClassificationLoss
 from .sdlm import SDLM, gauss_newton_diagonal
+
+
+@contextmanager
+def _one_thread():
+    """Per-pattern steps are hundreds of tiny ops: intra-op threads only add synchronisation,
+    and when another process shares the cores, spinning OpenMP workers slow every op by an
+    order of magnitude (measured: 5 s passes became 30-40 s).  Evaluation keeps all threads.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class ClassifierTask(pl.LightningModule):
@@ -100,30 +115,38 @@ class ClassifierTask(pl.LightningModule):
         return None
 
     def _per_pattern_updates(self, x, y):
-        opt = self.optimizers()
-        inner = getattr(opt, "optimizer", opt)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        group = inner.param_groups[0]
-        plain_sgd = isinstance(inner, torch.optim.SGD) and not group["momentum"] and not group["weight_decay"]
+        update = self._update_rule(params)
         k = self.patterns_per_update
         prepared = self.loss.prepare(y, x)
         losses, outs = [], []
-        for i in range(0, len(y), k):
-            out = self.model(x[i : i + k])
-            loss = self.loss.against(out, prepared[i : i + k])
-            grads = torch.autograd.grad(loss, params)
-            if plain_sgd:
-                with torch.no_grad():
-                    torch._foreach_add_(params, grads, alpha=-group["lr"])
-            elif isinstance(inner, SDLM):
-                inner.apply(params, grads)
-            else:  # any other torch optimizer (momentum, Adam...): its own step
-                for p, g in zip(params, grads, strict=True):
-                    p.grad = g
-                inner.step()
-            losses.append(loss.detach())
-            outs.append(out.detach())
+        with _one_thread():
+            for i in range(0, len(y), k):
+                out = self.model(x[i : i + k])
+                loss = self.loss.against(out, prepared[i : i + k])
+                update(torch.autograd.grad(loss, params))
+                losses.append(loss.detach())
+                outs.append(out.detach())
         self._accumulate(torch.stack(losses).sum() * k, torch.cat(outs), y)
+
+    def _update_rule(self, params):
+        """The cheapest correct update for the configured optimizer, applied to fresh gradients."""
+        opt = self.optimizers()
+        inner = getattr(opt, "optimizer", opt)
+        group = inner.param_groups[0]
+        if isinstance(inner, SDLM):
+            return lambda grads: inner.apply(params, grads)
+        if isinstance(inner, torch.optim.SGD) and not group["momentum"] and not group["weight_decay"]:
+            @torch.no_grad()
+            def sgd(grads):  # w <- w - lr g, one fused op (lr read each time: schedulers apply)
+                torch._foreach_add_(params, grads, alpha=-group["lr"])
+            return sgd
+
+        def generic(grads):  # momentum, Adam...: the optimizer's own step
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            inner.step()
+        return generic
 
     def _accumulate(self, loss_sum, out, y):
         wrong = (out.argmax(1) != y).sum().float()
