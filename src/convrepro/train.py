@@ -111,8 +111,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                 total_seconds=time.perf_counter() - started,
                                 checkpoint=Path(checkpoint.last_model_path) if checkpoint.last_model_path else None)
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as err:
+        # Ctrl-C: Lightning shuts down gracefully, then exits; the run was killed, not failed.
         status = "KILLED"
+        client.set_tag(run_id, "error", f"interrupted ({type(err).__name__})")
         raise
     except BaseException as err:
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
