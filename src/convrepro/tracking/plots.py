@@ -11,6 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
+def _save(fig, ax, path: Path, title: str) -> Path:
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def learning_curves(history: list[dict], path: Path, title: str) -> Path:
     keys = sorted({k for row in history for k in row if k.endswith("/error") or k.endswith("error")
                    and not k.startswith("train/running")})
@@ -22,13 +31,8 @@ def learning_curves(history: list[dict], path: Path, title: str) -> Path:
     ax.set_xlabel("pass (epoch)")
     ax.set_ylabel("error (%)")
     ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)
 
 
 def confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: Path, title: str) -> Path:
@@ -82,12 +86,7 @@ def rejection(rejected: torch.Tensor, error: torch.Tensor, path: Path, title: st
     ax.set_xlabel("rejected (%)")
     ax.set_ylabel("error on accepted (%)")
     ax.set_xlim(0, 30)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)
 
 
 def shift_curve(curve: dict[int, float], path: Path, title: str) -> Path:
@@ -97,9 +96,4 @@ def shift_curve(curve: dict[int, float], path: Path, title: str) -> Path:
     ax.set_xlabel("window displacement (frames of 10 ms)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_xticks(xs)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)

@@ -14,6 +14,8 @@ import threading
 import torch
 from torch.autograd import Function
 
+from ._columns import bias_gradient, output_from_columns
+
 _SCRATCH = threading.local()
 
 
@@ -81,24 +83,13 @@ class LargeConvolution2d(Function):
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         cols = _columns(xp, kh, kw, sh, sw, groups)
         kmat = _kernel_matrix(weight, groups)
-        if groups == 1:
-            if bias is not None and bias.dim() == 1:
-                out = torch.addmm(bias, cols[0], kmat[0])
-            else:
-                out = torch.mm(cols[0], kmat[0])
-            out = out.view(n, ho, wo, d)
-        else:
-            out = torch.bmm(cols, kmat).permute(1, 0, 2).reshape(n, ho, wo, d)
-            if bias is not None and bias.dim() == 1:
-                out += bias
-        if bias is not None and bias.dim() == 3:  # LeCun: one bias per output unit
-            out += bias.permute(1, 2, 0)
+        out = output_from_columns(cols, kmat, bias, n, ho, wo)
         # The columns live in a workspace and are rebuilt in backward from the padded input:
         # a kh*kw/stride^2 smaller footprint, and the rebuild costs less than fresh memory.
         ctx.save_for_backward(xp if ctx.needs_input_grad[1] else None,
                               kmat if ctx.needs_input_grad[0] else None)
         ctx.geometry = (x.shape, weight.shape, stride, padding, groups, bias is not None and bias.dim())
-        return out.permute(0, 3, 1, 2)  # (N, D, Ho, Wo), channels-last in memory
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -132,5 +123,5 @@ class LargeConvolution2d(Function):
             dk = dk.view(groups, dg, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(d, cg, kh, kw)
             grad_w = dk.flip(-2, -1)
         if ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum(dim=(0, 2, 3)) if bias_dim == 1 else grad_out.sum(dim=0)
+            grad_b = bias_gradient(grad_out, bias_dim)
         return grad_x, grad_w, grad_b, None, None, None, None

@@ -19,6 +19,8 @@ import functools
 import torch
 from torch.autograd import Function
 
+from ._columns import bias_gradient, output_from_columns
+
 # Below this many column entries (an 8 MB index) the gather path is used.
 SMALL_COLUMNS = 1 << 20
 
@@ -57,22 +59,11 @@ class SmallConvolution2d(Function):
         source = torch.cat([x.permute(0, 2, 3, 1).reshape(-1), x.new_full((1,), pad_value)])
         cols = source[index]  # (G, M, Cg*kh*kw)
         kernel = weight.view(groups, d // groups, cg * kh * kw)
-        if groups == 1:
-            if bias is not None and bias.dim() == 1:
-                out = torch.addmm(bias, cols[0], kernel[0].t())
-            else:
-                out = torch.mm(cols[0], kernel[0].t())
-            out = out.view(n, ho, wo, d)
-        else:
-            out = torch.bmm(cols, kernel.transpose(1, 2)).permute(1, 0, 2).reshape(n, ho, wo, d)
-            if bias is not None and bias.dim() == 1:
-                out += bias
-        if bias is not None and bias.dim() == 3:
-            out += bias.permute(1, 2, 0)
+        out = output_from_columns(cols, kernel.transpose(1, 2), bias, n, ho, wo)
         ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None,
                               kernel if ctx.needs_input_grad[0] else None, index)
         ctx.geometry = (x.shape, weight.shape, groups, bias is not None and bias.dim())
-        return out.permute(0, 3, 1, 2)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -92,5 +83,5 @@ class SmallConvolution2d(Function):
             # Correlation of dL/dz with the input: already in the weight's own layout.
             grad_w = torch.bmm(g.transpose(1, 2), cols).view(wshape)
         if ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum(dim=(0, 2, 3)) if bias_dim == 1 else grad_out.sum(dim=0)
+            grad_b = bias_gradient(grad_out, bias_dim)
         return grad_x, grad_w, grad_b, None, None, None, None
