@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import REPO
+from .conftest import REPO, require_data
 
 
 def train(tmp_path: Path, *overrides: str, store: Path | None = None) -> subprocess.CompletedProcess:
@@ -24,7 +24,6 @@ def train(tmp_path: Path, *overrides: str, store: Path | None = None) -> subproc
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from .conftest import require_data
 
     require_data("usps")
     tmp = tmp_path_factory.mktemp("pipeline")
@@ -109,6 +108,8 @@ def test_artifacts_config_hydra_plots_checkpoint(tiny_run):
     ("optim.lr=fast", "optim.lr='fast' is not allowed: expected a number > 0"),
 ])
 def test_config_errors_fail_before_any_run(tmp_path, override, message):
+
+    require_data("usps")  # the data are read before a model is built
     result = train(tmp_path, "experiment=lecun1989", override)
     assert result.returncode != 0
     assert message in result.stderr
@@ -123,6 +124,8 @@ def test_config_errors_fail_before_any_run(tmp_path, override, message):
 
 
 def test_unreachable_tracking_server_fails_fast(tmp_path):
+
+    require_data("usps")
     env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     result = subprocess.run([sys.executable, "-m", "convrepro.train", "experiment=lecun1989",
                              f"hydra.run.dir={tmp_path}/o"], cwd=REPO, env=env, capture_output=True,
@@ -137,7 +140,6 @@ def test_unreachable_tracking_server_fails_fast(tmp_path):
     (("experiment=lecun1989", "model.subsampling=decimation"), "test/error"),
 ])
 def test_variants_run_end_to_end(tmp_path, overrides, expected_metric):
-    from .conftest import require_data
 
     require_data("usps")
     result = train(tmp_path, *overrides, "trainer.max_epochs=1", "data.train_subset=400",
@@ -151,7 +153,6 @@ def test_variants_run_end_to_end(tmp_path, overrides, expected_metric):
 
 
 def test_tdnn_end_to_end_with_shift_curve(tmp_path):
-    from .conftest import require_data
 
     require_data("speech/fraser")
     result = train(tmp_path, "experiment=waibel1989", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
@@ -179,6 +180,8 @@ def test_tdnn_end_to_end_with_shift_curve(tmp_path):
     (("experiment=lecun1989", "data.root=/nonexistent"), "data root /nonexistent does not exist"),
 ])
 def test_constructor_refusals_are_one_clear_message(tmp_path, overrides, message):
+
+    require_data("speech/fraser" if "experiment=waibel1989" in overrides else "usps")
     result = train(tmp_path, *overrides)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
