@@ -19,12 +19,12 @@ from ._columns import bias_gradient, output_from_columns
 _SCRATCH = threading.local()
 
 
-def _workspace(slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """A scratch tensor reused across calls (per thread, device and dtype).
+def _workspace(slot, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A scratch tensor reused across calls (per thread, slot, device and dtype).
 
-    The column matrices are large (AlexNet conv2 at batch 32: 224 MB) and live only inside
-    one forward or backward; allocating them fresh each time costs more in page faults
-    than the copy itself.  Only temporaries that never leave a Function use this.
+    The column matrices are large (AlexNet conv2 at batch 32: 224 MB); allocating them
+    fresh each time costs more in page faults than the copy itself.  Only temporaries
+    that never leave a Function use this.
     """
     key = (slot, like.device, like.dtype)
     cache = _SCRATCH.__dict__.setdefault("buffers", {})
@@ -52,7 +52,9 @@ def _columns(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int) 
     """im2col into a workspace: (G, N*Ho*Wo, kh*kw*Cg), row r the receptive field of position r."""
     n, hp, wp, c = xp.shape
     ho, wo, cg = (hp - kh) // sh + 1, (wp - kw) // sw + 1, c // groups
-    cols = _workspace("columns", (groups, n, ho, wo, kh, kw, cg), xp)
+    # One workspace per column shape, so that a layer's columns usually survive until its
+    # backward (which checks, by the buffer's version counter, that nobody overwrote them).
+    cols = _workspace(("columns", groups, n, ho, wo, kh, kw, cg), (groups, n, ho, wo, kh, kw, cg), xp)
     if cg < 16:  # few channels (an image's RGB): one copy from a 7-D strided view wins
         s_n, s_h, s_w, s_c = xp.stride()
         cols.copy_(xp.as_strided((groups, n, ho, wo, kh, kw, cg),
@@ -84,10 +86,11 @@ class LargeConvolution2d(Function):
         cols = _columns(xp, kh, kw, sh, sw, groups)
         kmat = _kernel_matrix(weight, groups)
         out = output_from_columns(cols, kmat, bias, n, ho, wo)
-        # The columns live in a workspace and are rebuilt in backward from the padded input:
-        # a kh*kw/stride^2 smaller footprint, and the rebuild costs less than fresh memory.
+        # The columns live in a workspace: backward reuses them if no other layer of the
+        # same shape has written there since (same version), else rebuilds them from xp.
         ctx.save_for_backward(xp if ctx.needs_input_grad[1] else None,
                               kmat if ctx.needs_input_grad[0] else None)
+        ctx.columns, ctx.columns_version = cols, cols._version
         ctx.geometry = (x.shape, weight.shape, stride, padding, groups, bias is not None and bias.dim())
         return out
 
@@ -118,7 +121,9 @@ class LargeConvolution2d(Function):
         if ctx.needs_input_grad[1]:
             # Correlation of the output gradient with the input gives dL/dw of the flipped
             # kernel; flipping back gives that of the convolution kernel.
-            cols = _columns(xp, kh, kw, sh, sw, groups)
+            cols = ctx.columns
+            if cols._version != ctx.columns_version:
+                cols = _columns(xp, kh, kw, sh, sw, groups)
             dk = torch.bmm(g.transpose(1, 2), cols)  # (G, Dg, kh*kw*Cg)
             dk = dk.view(groups, dg, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(d, cg, kh, kw)
             grad_w = dk.flip(-2, -1)
