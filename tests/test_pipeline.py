@@ -186,3 +186,22 @@ def test_constructor_refusals_are_one_clear_message(tmp_path, overrides, message
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
     assert "Traceback" not in result.stderr and "InstantiationException" not in result.stderr
+
+
+def test_sweep_is_a_parent_run_with_nested_children_and_aggregates(tmp_path):
+    require_data("usps")
+    result = train(tmp_path, "-m", "experiment=lecun1989", "seed=1,2", "trainer.max_epochs=1", "data.train_subset=200",
+                   "trainer.enable_progress_bar=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lecun1989")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.sweep = 'parent'")
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["seed"] for c in children) == ["1", "2"]
+    assert parent.info.status == "FINISHED"
+    errors = [c.data.metrics["test/error"] for c in children]
+    m = parent.data.metrics
+    assert m["test/error/n"] == 2 and m["sweep/finished"] == 2
+    assert m["test/error/mean"] == pytest.approx(sum(errors) / 2)
+    assert m["test/error/sd"] == pytest.approx(abs(errors[0] - errors[1]) / 2**0.5)
+    assert "seed=1,2" in parent.data.tags["sweep.overrides"]

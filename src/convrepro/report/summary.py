@@ -28,7 +28,8 @@ def finished_runs(client: MlflowClient, experiment: str, filter_string: str = ""
     if exp is None:
         return []
     query = "attributes.status = 'FINISHED'" + (f" and {filter_string}" if filter_string else "")
-    return client.search_runs([exp.experiment_id], query, max_results=5000)
+    runs = client.search_runs([exp.experiment_id], query, max_results=5000)
+    return [r for r in runs if r.data.tags.get("sweep") != "parent"]  # parents hold aggregates
 
 
 def group_key(run) -> str:

@@ -1,0 +1,73 @@
+"""Sweeps (``-m seed=1,2,3``) as one MLflow parent run with the jobs nested under it.
+
+A Hydra callback: before the first job it creates the parent run and exports its id in
+``CONVREPRO_PARENT_RUN_ID`` (each job's run then carries ``mlflow.parentRunId``); after
+the last job it logs, on the parent, the mean, sd and n of every final metric of its
+finished children, and the sweep's overrides.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from convrepro.paths import PROJECT_ROOT
+
+PARENT_ENV = "CONVREPRO_PARENT_RUN_ID"
+
+
+class SweepParentRun(Callback):
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.parent_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from convrepro.tracking.recorder import ensure_experiment
+        from convrepro.tracking.store import resolve_uri
+
+        uri = resolve_uri(config.logger.tracking_uri, PROJECT_ROOT)
+        experiment_id = ensure_experiment(uri, config.logger.experiment_name, config.logger.artifact_root)
+        self.client = MlflowClient(uri)
+        overrides = " ".join(config.hydra.overrides.task)
+        run = self.client.create_run(
+            experiment_id, run_name=f"{config.name}-{config.variant}-sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+            tags={"sweep": "parent", "sweep.overrides": overrides or "(none)", "paper": config.name,
+                  "variant": config.variant})
+        self.parent_id = run.info.run_id
+        os.environ[PARENT_ENV] = self.parent_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.client is None or self.parent_id is None:
+            return
+        os.environ.pop(PARENT_ENV, None)
+        parent = self.client.get_run(self.parent_id)
+        children = self.client.search_runs(
+            [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}'", max_results=10000)
+        finished = [c for c in children if c.info.status == "FINISHED"]
+        self.client.log_metric(self.parent_id, "sweep/jobs", len(children))
+        self.client.log_metric(self.parent_id, "sweep/finished", len(finished))
+        for key, value in aggregate(finished).items():
+            self.client.log_metric(self.parent_id, key, value)
+        self.client.set_terminated(self.parent_id, "FINISHED" if finished else "FAILED")
+
+
+def aggregate(runs) -> dict[str, float]:
+    """``<metric>/mean``, ``/sd`` and ``/n`` over the runs' final values of each metric."""
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        for key, value in run.data.metrics.items():
+            if math.isfinite(value):
+                values.setdefault(key, []).append(value)
+    out = {}
+    for key, vals in values.items():
+        out[f"{key}/mean"] = statistics.fmean(vals)
+        out[f"{key}/sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        out[f"{key}/n"] = float(len(vals))
+    return out
