@@ -205,3 +205,58 @@ def test_sweep_is_a_parent_run_with_nested_children_and_aggregates(tmp_path):
     assert m["test/error/mean"] == pytest.approx(sum(errors) / 2)
     assert m["test/error/sd"] == pytest.approx(abs(errors[0] - errors[1]) / 2**0.5)
     assert "seed=1,2" in parent.data.tags["sweep.overrides"]
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_interrupted_run_ends_killed_not_running(tmp_path, signum):
+    import signal
+    import time
+
+    require_data("usps")
+    store = tmp_path / "mlflow.db"
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    proc = subprocess.Popen([sys.executable, "-m", "convrepro.train", "experiment=lecun1989", "trainer.max_epochs=50",
+                             "data.train_subset=1000", "trainer.enable_progress_bar=false",
+                             f"hydra.run.dir={tmp_path}/o"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(f"sqlite:///{store}")
+    deadline = time.time() + 120
+    run = None
+    while time.time() < deadline and proc.poll() is None:  # wait until a pass has been logged
+        time.sleep(1)
+        exp = client.get_experiment_by_name("lecun1989") if store.exists() else None
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and "test/error" in runs[0].data.metrics:
+            run = runs[0]
+            break
+    assert run is not None, "no pass was logged in time"
+    proc.send_signal(getattr(signal, signum))
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    final = client.get_run(run.info.run_id)
+    assert final.info.status == "KILLED"
+    assert final.data.tags["error"].startswith("interrupted")
+
+
+def test_runs_clean_ends_runs_whose_process_is_gone(tmp_path, capsys):
+    import socket
+
+    from convrepro.tracking.runs_cli import main as runs_main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("lecun1989", artifact_location=(tmp_path / "a").as_uri())
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = client.create_run(exp, tags={"process.host": socket.gethostname(), "process.pid": gone.stdout.strip()})
+    alive = client.create_run(exp, tags={"process.host": socket.gethostname(), "process.pid": str(os.getpid())})
+    elsewhere = client.create_run(exp, tags={"process.host": "another-machine", "process.pid": "1"})
+    assert runs_main(["clean", "--uri", uri, "--dry-run"]) == 0
+    assert client.get_run(dead.info.run_id).info.status == "RUNNING"
+    assert runs_main(["clean", "--uri", uri]) == 0
+    assert client.get_run(dead.info.run_id).info.status == "KILLED"
+    assert "is gone" in client.get_run(dead.info.run_id).data.tags["error"]
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+    assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"  # young: left alone
+    assert runs_main(["clean", "--uri", uri, "--older-than-hours", "0"]) == 0
+    assert client.get_run(elsewhere.info.run_id).info.status == "KILLED"
+    assert "1 stale run(s)" in capsys.readouterr().out

@@ -10,6 +10,7 @@ the error as a tag) or KILLED (Ctrl-C), never RUNNING.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -112,9 +113,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                 checkpoint=Path(checkpoint.last_model_path) if checkpoint.last_model_path else None)
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit) as err:
-        # Ctrl-C: Lightning shuts down gracefully, then exits; the run was killed, not failed.
+        # Ctrl-C: Lightning shuts down gracefully, then exits; SIGTERM: Lightning raises
+        # SIGTERMException, an exit with status 0.  Either way the run was killed, not failed,
+        # and the process must not report success.
         status = "KILLED"
         client.set_tag(run_id, "error", f"interrupted ({type(err).__name__})")
+        if isinstance(err, SystemExit) and not err.code:
+            raise SystemExit(128 + signal.SIGTERM) from None
         raise
     except BaseException as err:
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def run_tags(cfg: DictConfig, datamodule, hydra_cfg) -> dict[str, str]:
         "seed": str(cfg.seed),
         "dataset.fingerprint": fingerprint(files),
         "hydra.overrides": " ".join(hydra_cfg.overrides.task) or "(none)",
+        # Who runs it: `convrepro-runs clean` ends RUNNING runs whose process is gone.
+        "process.host": socket.gethostname(),
+        "process.pid": str(os.getpid()),
     }
     tags.update({f"dataset.sha.{name}": digest for name, digest in files.items()})
     tags.update({f"hydra.choice.{k}": str(v) for k, v in hydra_cfg.runtime.choices.items()

@@ -1,0 +1,78 @@
+"""``convrepro-runs clean``: end the runs a ``kill -9`` (or a lost machine) left RUNNING.
+
+Every run records the host and process id that run it (tags ``process.host`` and
+``process.pid``).  A RUNNING run whose process is gone from this host is marked KILLED;
+a RUNNING run of another host is marked KILLED only when it started more than
+``--older-than-hours`` ago.
+
+    convrepro-runs clean [--experiment lecun1989] [--older-than-hours 24] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+
+from mlflow.tracking import MlflowClient
+
+from convrepro.paths import PROJECT_ROOT
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_runs(client: MlflowClient, experiments: list[str] | None, older_than_hours: float):
+    exps = [client.get_experiment_by_name(n) for n in experiments] if experiments else client.search_experiments()
+    ids = [e.experiment_id for e in exps if e is not None]
+    if not ids:
+        return []
+    host = socket.gethostname()
+    now_ms = time.time() * 1000
+    stale = []
+    for run in client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=10000):
+        tags = run.data.tags
+        if tags.get("sweep") == "parent":
+            continue  # ended by its sweep
+        pid = int(tags.get("process.pid", "0") or 0)
+        if tags.get("process.host") == host and pid:
+            if not _alive(pid):
+                stale.append((run, f"process {pid} on {host} is gone"))
+        elif now_ms - run.info.start_time > older_than_hours * 3600 * 1000:
+            # Another machine's process cannot be checked from here: go by age.
+            hours = (now_ms - run.info.start_time) / 3.6e6
+            stale.append((run, f"started {hours:.1f} h ago on {tags.get('process.host', 'an unknown host')}"))
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="convrepro-runs", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    clean = sub.add_parser("clean", help="mark stale RUNNING runs as KILLED")
+    clean.add_argument("--experiment", action="append", help="only this experiment (repeatable)")
+    clean.add_argument("--older-than-hours", type=float, default=24.0)
+    clean.add_argument("--dry-run", action="store_true")
+    clean.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI",
+                                                       f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"))
+    args = parser.parse_args(argv)
+    client = MlflowClient(args.uri)
+    stale = stale_runs(client, args.experiment, args.older_than_hours)
+    for run, why in stale:
+        print(f"{'would mark' if args.dry_run else 'marked'} {run.info.run_id} ({run.info.run_name}) KILLED: {why}")
+        if not args.dry_run:
+            client.set_tag(run.info.run_id, "error", f"stale RUNNING run cleaned: {why}")
+            client.set_terminated(run.info.run_id, "KILLED")
+    print(f"{len(stale)} stale run(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
