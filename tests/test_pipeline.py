@@ -260,3 +260,53 @@ def test_runs_clean_ends_runs_whose_process_is_gone(tmp_path, capsys):
     assert runs_main(["clean", "--uri", uri, "--older-than-hours", "0"]) == 0
     assert client.get_run(elsewhere.info.run_id).info.status == "KILLED"
     assert "1 stale run(s)" in capsys.readouterr().out
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+    import signal
+    import time
+
+    import torch
+
+    require_data("usps")
+    args = ("experiment=lecun1989", "trainer.max_epochs=4", "data.train_subset=800", "seed=5",
+            "trainer.enable_progress_bar=false")
+    # The uninterrupted reference, in its own store.
+    ref_dir = tmp_path / "reference"
+    ref_dir.mkdir()
+    assert train(ref_dir, *args).returncode == 0
+    ref_client = MlflowClient(f"sqlite:///{ref_dir / 'mlflow.db'}")
+    (ref,) = ref_client.search_runs([ref_client.get_experiment_by_name("lecun1989").experiment_id])
+
+    work = tmp_path / "work"
+    work.mkdir()
+    store = work / "mlflow.db"
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(work), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    proc = subprocess.Popen([sys.executable, "-m", "convrepro.train", *args, f"hydra.run.dir={work}/o1"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = MlflowClient(f"sqlite:///{store}")
+    deadline = time.time() + 180
+    while time.time() < deadline:  # kill -9 in the middle of the third pass
+        time.sleep(0.2)
+        exp = client.get_experiment_by_name("lecun1989") if store.exists() else None
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and len(client.get_metric_history(runs[0].info.run_id, "test/error")) >= 2:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    (killed,) = client.search_runs([client.get_experiment_by_name("lecun1989").experiment_id])
+    assert killed.info.status == "RUNNING"  # only kill -9 can leave this
+
+    resumed = train(work, *args, "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (run,) = client.search_runs([client.get_experiment_by_name("lecun1989").experiment_id])
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    for key in ("train/error", "test/error", "test/mse", "test/misses"):
+        ours = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+        theirs = [(m.step, m.value) for m in ref_client.get_metric_history(ref.info.run_id, key)]
+        assert sorted(set(ours)) == sorted(theirs), key  # same values at the same passes
+    weights = [torch.load(c.download_artifacts(r.info.run_id, "checkpoints/last.ckpt", str(tmp_path / n)),
+                          map_location="cpu", weights_only=False)["state_dict"]
+               for c, r, n in ((client, run, "a"), (ref_client, ref, "b"))]
+    for name in weights[1]:
+        assert torch.equal(weights[0][name], weights[1][name]), name

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -76,12 +75,12 @@ def _instantiate(group: str, node):
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import MLFlowLogger
 
     from convrepro.report.paper import print_run_table
     from convrepro.tracking import recorder
     from convrepro.tracking.store import resolve_uri
+    from convrepro.training.callbacks import PassCheckpoint
 
     datamodule, model, task = build(cfg)
     uri = resolve_uri(cfg.logger.tracking_uri, PROJECT_ROOT)
@@ -91,26 +90,37 @@ def run(cfg: DictConfig) -> dict[str, float]:
     hc = HydraConfig.get()
     run_name = f"{cfg.name}-{cfg.variant}-{hc.runtime.choices.get('optim', 'optim')}-seed{cfg.seed}"
     experiment_id = recorder.ensure_experiment(uri, cfg.logger.experiment_name, cfg.logger.artifact_root)
+    resume_id, resume_ckpt = None, None
+    if cfg.resume:
+        from mlflow.tracking import MlflowClient
+
+        resume_id, resume_ckpt = recorder.find_resumable(MlflowClient(uri), experiment_id, cfg)
     logger = MLFlowLogger(experiment_name=cfg.logger.experiment_name, run_name=run_name, tracking_uri=uri,
-                          tags=recorder.run_tags(cfg, datamodule, hc), log_model=False)
+                          tags=None if resume_id else recorder.run_tags(cfg, datamodule, hc), log_model=False,
+                          run_id=resume_id)
     logger._experiment_id = experiment_id
     client, run_id = logger.experiment, logger.run_id
     status = "FAILED"
     try:
-        recorder.log_config(client, run_id, cfg, output_dir)
-        recorder.log_counts(client, run_id, datamodule)
-        checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0,
-                                     every_n_epochs=1)
+        if resume_id:  # the same run continues: params and counts are already there
+            client.update_run(run_id, "RUNNING")
+            client.set_tag(run_id, "resumed", f"from {resume_ckpt}")
+        else:
+            recorder.log_config(client, run_id, cfg, output_dir)
+            recorder.log_counts(client, run_id, datamodule)
+            client.set_tag(run_id, "checkpoint.dir", str(recorder.checkpoint_dir(run_id)))
+        # Every pass ends with a checkpoint (weights, optimizer, loop position, RNG, history).
+        checkpoint = PassCheckpoint(recorder.checkpoint_dir(run_id))
         trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
-                             callbacks=[checkpoint], default_root_dir=output_dir)
-        started = time.perf_counter()
-        trainer.fit(task, datamodule=datamodule)
+                             callbacks=[checkpoint], default_root_dir=output_dir, enable_checkpointing=False)
+        # Our own checkpoint holds RNG states (numpy, python): not loadable with weights_only.
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=False)
         if trainer.interrupted:
             status = "KILLED"
             raise KeyboardInterrupt
         final = recorder.finish(client, run_id, task, datamodule, model, cfg, output_dir,
-                                total_seconds=time.perf_counter() - started,
-                                checkpoint=Path(checkpoint.last_model_path) if checkpoint.last_model_path else None)
+                                total_seconds=task.elapsed(),
+                                checkpoint=checkpoint.path)
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit) as err:
         # Ctrl-C: Lightning shuts down gracefully, then exits; SIGTERM: Lightning raises

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -48,6 +50,50 @@ def ensure_experiment(uri: str, name: str, artifact_root: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+# Keys that do not change what a run computes: a resumed run may differ in them.
+_NOT_PART_OF_THE_RUN = ("resume", "trainer.enable_progress_bar", "data.progress", "paths.output_dir")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in _NOT_PART_OF_THE_RUN:
+        *parents, leaf = dotted.split(".")
+        node = resolved
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def checkpoint_dir(run_id: str) -> Path:
+    return PROJECT_ROOT / "checkpoints" / run_id
+
+
+def find_resumable(client: MlflowClient, experiment_id: str, cfg: DictConfig) -> tuple[str, Path]:
+    """The run ``resume=`` names (``auto``: the latest unfinished run of this config) and its checkpoint."""
+    from convrepro.config import ConfigError
+
+    if cfg.resume == "auto":
+        runs = client.search_runs([experiment_id], f"tags.`config.hash` = '{config_hash(cfg)}' and "
+                                  "attributes.status != 'FINISHED'", order_by=["attributes.start_time DESC"])
+        if not runs:
+            raise ConfigError(f"resume=auto: no unfinished run of this configuration in experiment "
+                              f"{cfg.logger.experiment_name}; start it without resume")
+        run = runs[0]
+    else:
+        try:
+            run = client.get_run(str(cfg.resume))
+        except mlflow.exceptions.MlflowException:
+            raise ConfigError(f"resume={cfg.resume}: no such run in the tracking store") from None
+        if run.info.status == "FINISHED":
+            raise ConfigError(f"resume={cfg.resume}: that run FINISHED; nothing to resume")
+    ckpt = checkpoint_dir(run.info.run_id) / "last.ckpt"
+    if not ckpt.is_file():
+        raise ConfigError(f"resume={cfg.resume}: run {run.info.run_id} has no checkpoint at {ckpt} "
+                          f"(it died before its first pass ended); start it again without resume")
+    return run.info.run_id, ckpt
+
+
 def run_tags(cfg: DictConfig, datamodule, hydra_cfg) -> dict[str, str]:
     files = datamodule.files
     tags = {
@@ -59,6 +105,7 @@ def run_tags(cfg: DictConfig, datamodule, hydra_cfg) -> dict[str, str]:
         "seed": str(cfg.seed),
         "dataset.fingerprint": fingerprint(files),
         "hydra.overrides": " ".join(hydra_cfg.overrides.task) or "(none)",
+        "config.hash": config_hash(cfg),
         # Who runs it: `convrepro-runs clean` ends RUNNING runs whose process is gone.
         "process.host": socket.gethostname(),
         "process.pid": str(os.getpid()),

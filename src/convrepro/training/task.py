@@ -15,10 +15,12 @@ loss, an optimizer, evaluation sets".  Two ways to update:
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -63,6 +65,33 @@ class ClassifierTask(pl.LightningModule):
         self._reset_sums()
         self.history: list[dict[str, float]] = []
         self._epoch_start = None
+        self._elapsed_before, self._fit_started = 0.0, time.perf_counter()
+        self.after_pass: list[Callable[[], None]] = []  # run when a pass is completely done
+
+    # ---- checkpoints: everything needed to continue a run exactly -------------------------
+    def on_fit_start(self):
+        self._fit_started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Training wall time, across resumptions."""
+        return self._elapsed_before + time.perf_counter() - self._fit_started
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["convrepro"] = {
+            "history": self.history,
+            "elapsed": self.elapsed(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("convrepro", {})
+        self.history = list(state.get("history", []))
+        self._elapsed_before = state.get("elapsed", 0.0)
+        rng = state.get("rng")
+        if rng:  # the next pass draws the same shuffles, jitters and dropout masks
+            torch.set_rng_state(rng["torch"])
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
 
     # ---- optimisation ------------------------------------------------------------------
     def configure_optimizers(self):
@@ -165,6 +194,8 @@ class ClassifierTask(pl.LightningModule):
             for sched in self._schedulers():
                 if not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     sched.step()
+        for hook in self.after_pass:
+            hook()
 
     def _record(self, metrics: dict[str, float]) -> None:
         """Per-pass metrics: to callbacks (monitors) and to the logger with step = pass number.
