@@ -39,9 +39,7 @@ def stale_runs(client: MlflowClient, experiments: list[str] | None, older_than_h
     now_ms = time.time() * 1000
     stale = []
     for run in client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=10000):
-        tags = run.data.tags
-        if tags.get("sweep") == "parent":
-            continue  # ended by its sweep
+        tags = run.data.tags  # sweep parents carry the sweep process's host and pid too
         pid = int(tags.get("process.pid", "0") or 0)
         if tags.get("process.host") == host and pid:
             if not _alive(pid):

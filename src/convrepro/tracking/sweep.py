@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import statistics
 import time
 from typing import Any
@@ -39,7 +40,7 @@ class SweepParentRun(Callback):
         run = self.client.create_run(
             experiment_id, run_name=f"{config.name}-{config.variant}-sweep-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={"sweep": "parent", "sweep.overrides": overrides or "(none)", "paper": config.name,
-                  "variant": config.variant})
+                  "variant": config.variant, "process.host": socket.gethostname(), "process.pid": str(os.getpid())})
         self.parent_id = run.info.run_id
         os.environ[PARENT_ENV] = self.parent_id
 
