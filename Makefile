@@ -27,7 +27,7 @@ lint: install
 	$(PY) -m ruff check src tests benchmarks
 
 bench: install
-	$(PY) benchmarks/layers.py
+	$(PY) benchmarks/layers.py --repeats 11 --min-seconds 1
 	$(PY) benchmarks/lecun_online.py
 
 # LeCun et al. 1989, faithful settings (23 passes, on-line SGD); prints paper versus run.
