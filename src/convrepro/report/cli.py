@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         row = [m.label, "-" if m.paper is None else f"{m.paper:g}"]
         for group in table:
             agg = table[group].get(m.key)
-            row.append("-" if agg is None else f"{agg.mean:.3g} ± {agg.sd:.2g} (n={agg.n})")
+            row.append("-" if agg is None else str(agg))
         out.add_row(*row)
     Console().print(out)
     for group, per_metric in table.items():

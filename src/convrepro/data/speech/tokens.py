@@ -54,17 +54,7 @@ def tokens_from_lab(root: Path, *, corpus: str, speaker: str, vowels: str = "sam
     found = []
     for lab in label_files:
         audio = root / audio_dir / (lab.stem + audio_suffix)
-        if not audio.exists():
-            _problem(problems, f"{lab}: no matching audio {audio}")
-            continue
-        try:
-            segments = read_lab(lab)
-        except LabelError as err:
-            _problem(problems, str(err))
-            continue
-        if not _extent_ok(segments, audio, lab, problems):
-            continue
-        for label, anchor in onsets(segments, vowel_set):
+        for label, anchor in _onsets_of(lab, audio, read_lab, vowel_set, problems):
             found.append(Token(str(audio), label, anchor, speaker, corpus, arctic_split(lab.stem)))
     return found
 
@@ -72,26 +62,30 @@ def tokens_from_lab(root: Path, *, corpus: str, speaker: str, vowels: str = "sam
 def tokens_from_timit(root: Path, *, corpus: str = "timit", split: str = "test",
                       problems: list[str] | None = None) -> list[Token]:
     """TIMIT layout: ``<speaker folder>/<sentence>.phn`` beside ``<sentence>.wav``."""
-    found = []
     phn_files = sorted(root.rglob("*.phn"))
     if not phn_files:
         raise DataError(f"no .phn files under {root}")
+    found = []
     for phn in phn_files:
         audio = phn.with_suffix(".wav")
-        if not audio.exists():
-            _problem(problems, f"{phn}: no matching audio {audio}")
-            continue
-        try:
-            segments = read_phn(phn)
-        except LabelError as err:
-            _problem(problems, str(err))
-            continue
-        if not _extent_ok(segments, audio, phn, problems):
-            continue
-        speaker = phn.parent.name
-        for label, anchor in onsets(segments, TIMIT_VOWELS):
-            found.append(Token(str(audio), label, anchor, speaker, corpus, split))
+        for label, anchor in _onsets_of(phn, audio, read_phn, TIMIT_VOWELS, problems):
+            found.append(Token(str(audio), label, anchor, phn.parent.name, corpus, split))
     return found
+
+
+def _onsets_of(label_path: Path, audio: Path, read, vowels, problems) -> list[tuple[str, float]]:
+    """The file's onsets, or none (with the reason recorded) if its labels or audio are unusable."""
+    if not audio.exists():
+        _problem(problems, f"{label_path}: no matching audio {audio}")
+        return []
+    try:
+        segments = read(label_path)
+    except LabelError as err:
+        _problem(problems, str(err))
+        return []
+    if not _extent_ok(segments, audio, label_path, problems):
+        return []
+    return onsets(segments, vowels)
 
 
 def _extent_ok(segments, audio: Path, label_path: Path, problems, tolerance: float = 0.05) -> bool:
