@@ -10,6 +10,7 @@ the error as a tag) or KILLED (Ctrl-C), never RUNNING.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -28,6 +29,8 @@ from convrepro.tracking.store import TrackingError
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+if not OmegaConf.has_resolver("div"):
+    OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
 
 USER_ERRORS = (ConfigError, DataError, TrackingError)
 
@@ -53,7 +56,8 @@ def build(cfg: DictConfig):
 
     task = ClassifierTask(model, loss, optimizer, datamodule.eval_names, scheduler=scheduler,
                           patterns_per_update=cfg.training.patterns_per_update,
-                          top_k=tuple(cfg.training.top_k), curvature_patterns=cfg.training.curvature_patterns)
+                          top_k=tuple(cfg.training.top_k), curvature_patterns=cfg.training.curvature_patterns,
+                          channels_last=bool(cfg.training.get("channels_last", False)))
     return datamodule, model, task
 
 
@@ -74,6 +78,37 @@ def _instantiate(group: str, node):
         raise
 
 
+def is_global_zero() -> bool:
+    """Rank 0 of a DDP job (torchrun sets RANK, SLURM SLURM_PROCID, Lightning's own launcher
+    LOCAL_RANK and NODE_RANK in the processes it starts); a single process is rank 0."""
+    return all(int(os.environ.get(var) or 0) == 0 for var in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"))
+
+
+def run_replica(cfg: DictConfig) -> dict[str, float]:
+    """A DDP process other than rank 0: the same training, no tracking (rank 0 records the run)."""
+    from convrepro.training.callbacks import PassCheckpoint
+
+    datamodule, _, task = build(cfg)
+    # Only rank 0 writes checkpoints; the others need a folder name for the collective call.
+    run_id = os.environ.get("CONVREPRO_RUN_ID", "replica")
+    from convrepro.tracking import recorder
+
+    resume_ckpt = None
+    if cfg.resume:
+        from mlflow.tracking import MlflowClient
+
+        from convrepro.tracking.store import resolve_uri
+
+        uri = resolve_uri(cfg.logger.tracking_uri, PROJECT_ROOT)
+        experiment = MlflowClient(uri).get_experiment_by_name(cfg.logger.experiment_name)
+        _, resume_ckpt = recorder.find_resumable(MlflowClient(uri), experiment.experiment_id, cfg)
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=False,
+                         callbacks=[PassCheckpoint(recorder.checkpoint_dir(run_id))],
+                         enable_checkpointing=False)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=False)
+    return {}
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     from pytorch_lightning.loggers import MLFlowLogger
 
@@ -82,6 +117,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from convrepro.tracking.store import resolve_uri
     from convrepro.training.callbacks import PassCheckpoint
 
+    if not is_global_zero():
+        return run_replica(cfg)
     datamodule, model, task = build(cfg)
     uri = resolve_uri(cfg.logger.tracking_uri, PROJECT_ROOT)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -111,6 +148,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             client.set_tag(run_id, "checkpoint.dir", str(recorder.checkpoint_dir(run_id)))
         # Every pass ends with a checkpoint (weights, optimizer, loop position, RNG, history).
         checkpoint = PassCheckpoint(recorder.checkpoint_dir(run_id))
+        os.environ["CONVREPRO_RUN_ID"] = run_id  # DDP processes Lightning starts inherit it
         trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
                              callbacks=[checkpoint], default_root_dir=output_dir, enable_checkpointing=False)
         # Our own checkpoint holds RNG states (numpy, python): not loadable with weights_only.
@@ -118,6 +156,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if trainer.interrupted:
             status = "KILLED"
             raise KeyboardInterrupt
+        if trainer.world_size > 1:
+            digests = task.replica_digests
+            client.set_tag(run_id, "ddp.world_size", str(trainer.world_size))
+            client.set_tag(run_id, "ddp.replica_weight_digests", " ".join(f"{d:.17g}" for d in digests))
+            client.set_tag(run_id, "ddp.replicas_identical", str(len(set(digests)) == 1).lower())
         final = recorder.finish(client, run_id, task, datamodule, model, cfg, output_dir,
                                 total_seconds=task.elapsed(),
                                 checkpoint=checkpoint.path)
@@ -147,7 +190,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    return final.get("test/error")
+    return final.get("test/error", final.get("val/error"))
 
 
 def main() -> None:

@@ -41,22 +41,45 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
 
 def cached_digest(path: Path, algorithm: str = "sha256") -> str:
     """The file's digest, computed once per (path, size, mtime)."""
-    st = path.stat()
-    key = f"{path.resolve()}|{algorithm}"
-    stamp = [st.st_size, st.st_mtime_ns]
+    return cached_digests([path], algorithm)[0]
+
+
+def cached_digests(paths: list[Path], algorithm: str = "sha256", progress: str | None = None) -> list[str]:
+    """Digests of many files with one read and one write of the cache (an image data set
+    has thousands of files: a cache rewrite per file would be quadratic)."""
+    stamps, keys = [], []
+    for path in paths:
+        st = path.stat()
+        stamps.append([st.st_size, st.st_mtime_ns])
+        keys.append(f"{path.resolve()}|{algorithm}")
     with _LOCK:
         cache = _load()
+    digests, missing = [], []
+    for i, (key, stamp) in enumerate(zip(keys, stamps, strict=True)):
         hit = cache.get(key)
-        if hit and hit["stamp"] == stamp:
-            return hit["digest"]
-    digest = file_digest(path, algorithm)
+        digests.append(hit["digest"] if hit and hit["stamp"] == stamp else None)
+        if digests[-1] is None:
+            missing.append(i)
+    if not missing:
+        return digests
+    for i in _progress(missing, progress):
+        digests[i] = file_digest(paths[i], algorithm)
     with _LOCK:
         cache = _load()
-        cache[key] = {"stamp": stamp, "digest": digest}
-        tmp = _cache_file().with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
+        for i in missing:
+            cache[keys[i]] = {"stamp": stamps[i], "digest": digests[i]}
+        tmp = _cache_file().with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(cache))
         tmp.replace(_cache_file())
-    return digest
+    return digests
+
+
+def _progress(items: list, description: str | None):
+    if description is None or len(items) < 200:
+        return items
+    from rich.progress import track
+
+    return track(items, description=description, transient=True)
 
 
 def verify(path: Path, expected: str, *, algorithm: str = "sha256", how_to_get: str = "") -> str:
@@ -95,13 +118,16 @@ def manifest(folder: Path, name: str = "SHA256SUMS") -> dict[str, str]:
 def verify_files(paths: list[Path], folder: Path, *, how_to_get: str = "") -> dict[str, str]:
     """Digests of ``paths``, each checked against ``folder``'s SHA256SUMS where it lists it."""
     listed = manifest(folder)
-    digests = {}
     for path in paths:
-        rel = str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
-        if rel in listed:
-            digests[rel] = verify(path, listed[rel], how_to_get=how_to_get)
-        else:
-            if not path.is_file():
-                raise DataError(f"{path} is missing. {how_to_get}".strip())
-            digests[rel] = cached_digest(path)
+        if not path.is_file():
+            raise DataError(f"{path} is missing. {how_to_get}".strip())
+    rels = [str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p) for p in paths]
+    digests = dict(zip(rels, cached_digests(paths, progress=f"verifying {len(paths)} files in {folder.name}"),
+                       strict=True))
+    for path, rel in zip(paths, rels, strict=True):
+        if rel in listed and digests[rel] != listed[rel]:
+            raise DataError(
+                f"{path} is truncated or altered: its SHA256 is {digests[rel]}, expected {listed[rel]} "
+                f"({path.stat().st_size} bytes on disk). {how_to_get}".strip()
+            )
     return digests

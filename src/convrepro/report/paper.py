@@ -17,18 +17,22 @@ class PaperMetric:
     label: str
     paper: float | None
     tolerance: float | None  # |reproduction - paper| within this counts as reproduced
+    goal_max: float | None = None  # or: a reproduction at or below this meets the goal
 
 
 def paper_metrics(experiment: str) -> tuple[str, list[PaperMetric]]:
     path = EXPERIMENTS_DIR / experiment / "paper.yaml"
     data = yaml.safe_load(path.read_text())
-    return data["citation"], [PaperMetric(m["key"], m["label"], m.get("paper"), m.get("tolerance"))
+    return data["citation"], [PaperMetric(m["key"], m["label"], m.get("paper"), m.get("tolerance"),
+                                         m.get("goal_max"))
                               for m in data["metrics"]]
 
 
 def verdict(metric: PaperMetric, value: float | None) -> str:
     if value is None:
         return "not measured"
+    if metric.goal_max is not None:
+        return "goal met" if value <= metric.goal_max else "goal missed"
     if metric.paper is None or metric.tolerance is None:
         return "-"
     return "reproduced" if abs(value - metric.paper) <= metric.tolerance else "missed"

@@ -110,7 +110,9 @@ def run_tags(cfg: DictConfig, datamodule, hydra_cfg) -> dict[str, str]:
         "process.host": socket.gethostname(),
         "process.pid": str(os.getpid()),
     }
-    tags.update({f"dataset.sha.{name}": digest for name, digest in files.items()})
+    if len(files) <= 16:  # a few files: one tag each; an image folder: the fingerprint alone
+        tags.update({f"dataset.sha.{name}": digest for name, digest in files.items()})
+    tags["dataset.files"] = str(len(files))
     tags.update({f"hydra.choice.{k}": str(v) for k, v in hydra_cfg.runtime.choices.items()
                  if not k.startswith("hydra/")})
     parent = os.environ.get("CONVREPRO_PARENT_RUN_ID")
@@ -149,7 +151,8 @@ def finish(client: MlflowClient, run_id: str, task, datamodule, model, cfg, outp
            total_seconds: float, checkpoint: Path | None) -> dict[str, float]:
     """End-of-run analyses, figures, checkpoint; returns the final metrics."""
     final = {k: v for k, v in task.history[-1].items() if k != "pass"} if task.history else {}
-    outputs, labels = evaluation.collect_outputs(model, datamodule.eval_dataloader("test"))
+    final_set = getattr(datamodule, "final_eval", "test")
+    outputs, labels = evaluation.collect_outputs(model, datamodule.eval_dataloader(final_set))
     if getattr(datamodule, "report_rejection", True):
         final.update({f"test/{k}": v for k, v in evaluation.rejection_figures(outputs, labels).items()})
     patterns = sum(row.get("throughput/train_patterns_per_second", 0) * row.get("time/pass_seconds", 0)
@@ -164,7 +167,14 @@ def finish(client: MlflowClient, run_id: str, task, datamodule, model, cfg, outp
     title = f"{cfg.name} {cfg.variant} seed {cfg.seed}"
     plots.learning_curves(task.history, figures / "learning_curves.png", title)
     matrix = evaluation.confusion(outputs, labels, outputs.shape[1])
-    plots.confusion_matrix(matrix, datamodule.class_names, figures / "confusion_test.png", f"{title}: test set")
+    plots.confusion_matrix(matrix, datamodule.class_names, figures / f"confusion_{final_set}.png",
+                           f"{title}: {final_set} set")
+    if getattr(datamodule, "ten_crop", False):
+        probs, crop_labels = evaluation.ten_crop_outputs(model, datamodule.ten_crop_dataloader())
+        errors = evaluation.top_k_errors(probs, crop_labels, (1, 5))
+        ten = {f"{final_set}_10crop/error": errors[1], f"{final_set}_10crop/top5_error": errors[5]}
+        client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, steps) for k, v in ten.items()])
+        final.update(ten)
     if getattr(datamodule, "report_rejection", True):
         rejected, error = evaluation.rejection_curve(outputs, labels)
         plots.rejection(rejected, error, figures / "rejection_test.png", f"{title}: error vs rejection")
@@ -179,7 +189,7 @@ def finish(client: MlflowClient, run_id: str, task, datamodule, model, cfg, outp
                       f"{title}: learned first-layer kernels")
     client.log_artifacts(run_id, str(figures), "figures")
     client.log_dict(run_id, {"history": task.history, "final": final,
-                             "confusion_test": matrix.tolist()}, "metrics/history.json")
+                             f"confusion_{final_set}": matrix.tolist()}, "metrics/history.json")
     if checkpoint is not None and checkpoint.is_file():
         client.log_artifact(run_id, str(checkpoint), "checkpoints")
     return final

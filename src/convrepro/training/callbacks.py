@@ -32,5 +32,6 @@ class PassCheckpoint(pl.Callback):
     def save(self, trainer: pl.Trainer) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         tmp = self.dirpath / f".last.ckpt.{os.getpid()}.tmp"
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.path)
+        trainer.save_checkpoint(tmp)  # written by global rank 0 only (a barrier for the others)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)

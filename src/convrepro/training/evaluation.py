@@ -64,3 +64,31 @@ def shift_curve(model: torch.nn.Module, datamodule, name: str = "test",
         outputs, labels = collect_outputs(model, datamodule.shifted_dataloader(name, s))
         curve[s] = 100.0 * float((outputs.argmax(1) == labels).double().mean())
     return curve
+
+
+def top_k_errors(probabilities: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, float]:
+    """Top-k error (%) for each k (a label outside the k largest outputs is an error)."""
+    top = probabilities.topk(min(max(ks), probabilities.shape[1]), dim=1).indices
+    return {k: 100.0 * float((~(top[:, :k] == labels[:, None]).any(1)).double().mean()) for k in ks}
+
+
+@torch.no_grad()
+def ten_crop_outputs(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Krizhevsky et al.'s test: the softmax averaged over ten crops (corners, centre, and
+    their mirror images).  Batches are (B, 10, 3, h, w); returns (B, classes) probabilities."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    probs, labels = [], []
+    from rich.progress import track
+
+    for batch in track(loader, description="10-crop evaluation", transient=True):
+        if batch is None:
+            continue
+        x, y = batch
+        b, crops = x.shape[:2]
+        p = torch.softmax(model(x.flatten(0, 1).to(device)).float(), dim=1)
+        probs.append(p.view(b, crops, -1).mean(1).cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(probs), torch.cat(labels)

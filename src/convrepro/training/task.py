@@ -43,6 +43,12 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
+def _weights_digest(model: nn.Module) -> float:
+    """A cheap fingerprint of all weights (equal weights give equal digests)."""
+    with torch.no_grad():
+        return float(sum((p.double() * (i + 1)).sum() for i, p in enumerate(model.parameters())))
+
+
 class ClassifierTask(pl.LightningModule):
     def __init__(
         self,
@@ -54,6 +60,7 @@ class ClassifierTask(pl.LightningModule):
         patterns_per_update: int | None = None,
         top_k: tuple[int, ...] = (1,),
         curvature_patterns: int = 500,
+        channels_last: bool = False,
     ):
         super().__init__()
         self.model, self.loss, self.optimizer_factory = model, loss, optimizer
@@ -62,6 +69,8 @@ class ClassifierTask(pl.LightningModule):
         self.patterns_per_update = patterns_per_update
         self.automatic_optimization = patterns_per_update is None
         self.curvature_patterns = curvature_patterns
+        self.channels_last = channels_last
+        self.replica_digests: list[float] = []
         self._reset_sums()
         self.history: list[dict[str, float]] = []
         self._epoch_start = None
@@ -71,6 +80,19 @@ class ClassifierTask(pl.LightningModule):
     # ---- checkpoints: everything needed to continue a run exactly -------------------------
     def on_fit_start(self):
         self._fit_started = time.perf_counter()
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def on_fit_end(self):
+        """Every DDP replica should end with the same weights: their digests, gathered."""
+        digest = torch.tensor([_weights_digest(self.model)], dtype=torch.float64, device=self.device)
+        gathered = self.all_gather(digest) if self.trainer.world_size > 1 else digest
+        self.replica_digests = [float(v) for v in gathered.flatten().cpu()]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.channels_last and batch is not None and batch[0].dim() == 4:
+            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
 
     def elapsed(self) -> float:
         """Training wall time, across resumptions."""
@@ -134,6 +156,8 @@ class ClassifierTask(pl.LightningModule):
         self._record({"sdlm/mean_curvature": float(torch.stack([v.mean() for v in h.values()]).mean()) / len(x)})
 
     def training_step(self, batch, batch_idx):
+        if batch is None:  # every image of the batch failed to decode (reported by the loader)
+            return None
         x, y = batch
         if self.automatic_optimization:
             out = self.model(x)
@@ -182,7 +206,7 @@ class ClassifierTask(pl.LightningModule):
         self._train_sums += torch.stack([loss_sum, wrong, torch.tensor(float(len(y)), device=out.device)]).cpu()
 
     def on_train_epoch_end(self):
-        loss_sum, wrong, n = self._train_sums.tolist()
+        loss_sum, wrong, n = self._across_processes(self._train_sums).tolist()
         elapsed = time.perf_counter() - self._epoch_start
         # Running figures during the pass (the model changed while it went); the paper's
         # "train error" is the evaluation of the whole training set after the pass.
@@ -226,6 +250,8 @@ class ClassifierTask(pl.LightningModule):
         self._reset_sums()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        if batch is None:
+            return
         x, y = batch
         out = self.model(x)
         name = self.eval_names[dataloader_idx]
@@ -236,9 +262,16 @@ class ClassifierTask(pl.LightningModule):
         sums = torch.stack(row).detach().cpu()
         self._eval_sums[name] = self._eval_sums.get(name, torch.zeros_like(sums)) + sums
 
+    def _across_processes(self, sums: torch.Tensor) -> torch.Tensor:
+        """Sums over all DDP processes (each evaluated its own shard); as is on one process."""
+        if self.trainer.world_size == 1:
+            return sums
+        return self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum").cpu()
+
     def on_validation_epoch_end(self):
         metrics = {}
-        for name, sums in self._eval_sums.items():
+        for name in self.eval_names:
+            sums = self._across_processes(self._eval_sums.get(name, torch.zeros(3 + len(self.top_k))))
             values = sums.tolist()
             n = values[-1]
             metrics[f"{name}/loss"] = values[0] / n

@@ -1,0 +1,70 @@
+"""The training set's mean image and RGB colour covariance (Krizhevsky et al. 2012, section 4.1).
+
+"The only preprocessing: subtract the mean activity over the training set from each pixel"
+-- a per-pixel mean image at the working size S; and the PCA colour augmentation needs the
+eigenvectors and eigenvalues of the 3x3 covariance of RGB pixel values over the training
+set.  Both come from one pass over the training images, cached on disk under a key made of
+the file list (paths, sizes, mtimes) and S, so later runs read them in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from ..paths import cache_dir
+from .folder import ImageSplit
+
+
+def _key(samples: list[tuple[str, int]], size: int) -> str:
+    h = hashlib.sha256(f"size={size}\n".encode())
+    for path, label in samples:
+        st = os.stat(path)
+        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def training_statistics(samples: list[tuple[str, int]], size: int, workers: int) -> dict[str, torch.Tensor]:
+    """{'mean': (3, S, S) in [0, 1], 'eigenvalues': (3,), 'eigenvectors': (3, 3) columns}."""
+    path = cache_dir() / "image-statistics" / f"{_key(samples, size)}.pt"
+    if path.is_file():
+        return torch.load(path)
+    stats = _compute(samples, size, workers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(stats, tmp)
+    tmp.replace(path)
+    return stats
+
+
+def _compute(samples, size: int, workers: int) -> dict[str, torch.Tensor]:
+    from rich.progress import track
+
+    from .folder import collate_skipping
+
+    resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    loader = DataLoader(ImageSplit(samples, resize), batch_size=64, num_workers=workers,
+                        collate_fn=collate_skipping)
+    total = torch.zeros(3, size, size, dtype=torch.float64)
+    second = torch.zeros(3, 3, dtype=torch.float64)
+    n = 0
+    for batch in track(loader, description=f"mean image and colour covariance ({len(samples)} images)",
+                       transient=True):
+        if batch is None:
+            continue
+        x = batch[0].to(torch.float64) / 255.0
+        total += x.sum(0)
+        pixels = x.permute(1, 0, 2, 3).reshape(3, -1)
+        second += pixels @ pixels.T
+        n += len(x)
+    mean = total / n
+    pixel_mean = mean.mean(dim=(1, 2))
+    covariance = second / (n * size * size) - torch.outer(pixel_mean, pixel_mean)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    return {"mean": mean.float(), "eigenvalues": eigenvalues.float(), "eigenvectors": eigenvectors.float(),
+            "images": torch.tensor(n), "source": Path(samples[0][0]).parents[2].as_posix()}
