@@ -149,3 +149,10 @@ class AlexNet(nn.Module):
 def _even(value: float) -> int:
     """Kernel counts stay even so that both "GPUs" get the same number of maps."""
     return max(2, 2 * math.ceil(value / 2))
+
+
+def swap_kernel_convention(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights of one twin for the other: the hand-written layers convolve (the lecture's
+    definition: the kernel is flipped), ``torch.nn.Conv2d`` correlates; the same network is
+    the same function when every conv kernel is mirrored in both spatial axes."""
+    return {k: v.flip(-1, -2) if k.startswith("conv") and k.endswith("weight") else v for k, v in state.items()}
