@@ -2,6 +2,7 @@
 
     convrepro-data download usps [--root DIR] [--form esl|libsvm] [--base-url URL]
     convrepro-data download arctic --speakers bdl,rms,jmk [--root DIR] [--base-url URL]
+    convrepro-data download imagenette [--size 320|160|full] [--root DIR] [--base-url URL]
     convrepro-data check usps [--root DIR]
     convrepro-data speech-tokens --format lab|timit --root DIR [--out tokens.csv] [--speaker NAME]
 """
@@ -25,7 +26,8 @@ def data_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convrepro-data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     dl = sub.add_parser("download", help="fetch a public data set into the data root, verified")
-    dl.add_argument("dataset", choices=["usps", "arctic"])
+    dl.add_argument("dataset", choices=["usps", "arctic", "imagenette"])
+    dl.add_argument("--size", default="320", choices=["320", "160", "full"], help="imagenette: image size")
     dl.add_argument("--speakers", default="bdl,rms,jmk", help="arctic: comma-separated speakers")
     dl.add_argument("--root", help="data root (default: $CONVREPRO_DATA_DIR or ../shared/data)")
     dl.add_argument("--form", default="esl", choices=["esl", "libsvm"], help="USPS file form")
@@ -51,6 +53,11 @@ def data_main(argv: list[str] | None = None) -> int:
 
             for path in usps.download(_root(args.root), form=args.form, base_url=args.base_url):
                 print(f"ok  {path}")
+        elif args.command == "download" and args.dataset == "imagenette":
+            from convrepro.data.images import imagenette
+
+            path = imagenette.download(_root(args.root), args.size, base_url=args.base_url)
+            print(f"ok  {path}  (train with data.folder={path.name})")
         elif args.command == "download":
             from convrepro.data.speech import arctic
 

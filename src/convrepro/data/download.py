@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import tarfile
 import tempfile
+from collections.abc import Callable
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -60,3 +62,25 @@ def fetch(url: str, destination: Path, expected: str | None, *, algorithm: str =
         )
     shutil.move(tmp_path, destination)
     return destination
+
+
+def extract(archive: Path, into: Path, wanted: Callable[[str], bool]) -> None:
+    """Extract the regular files of a tar archive whose names ``wanted`` accepts (no links,
+    nothing outside ``into``: tarfile's "data" filter); a broken archive is a DataError."""
+    try:
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and wanted(m.name)]
+            tar.extractall(into, members=members, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise DataError(f"{archive} is not a readable archive ({err}); it was deleted, download again") from None
+
+
+def write_manifest(folder: Path, name: str = "SHA256SUMS") -> Path:
+    """``sha256sum``-format digests of every file under ``folder``: what later uses verify against."""
+    from .integrity import cached_digests
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != name)
+    digests = cached_digests(files, progress=f"recording checksums of {len(files)} files")
+    (folder / name).write_text("".join(f"{d}  {p.relative_to(folder)}\n" for d, p in zip(digests, files,
+                                                                                          strict=True)))
+    return folder / name

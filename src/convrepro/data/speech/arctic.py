@@ -12,15 +12,13 @@ verified against them, like the shared data sets.
 from __future__ import annotations
 
 import shutil
-import tarfile
 import tempfile
 from pathlib import Path
 
 import soundfile
 
-from ..download import fetch
+from ..download import extract, fetch, write_manifest
 from ..errors import DataError
-from ..integrity import file_digest
 
 SPEAKERS = ("awb", "bdl", "clb", "jmk", "ksp", "rms", "slt")
 BASE_URL = "http://festvox.org/cmu_arctic/packed/"
@@ -59,14 +57,7 @@ def install(archive: Path, folder: Path, speaker: str) -> Path:
     """Extract wav/ and lab/ of one speaker's archive, check them, record their digests."""
     prefix = f"cmu_us_{speaker}_arctic/"
     with tempfile.TemporaryDirectory(dir=folder.parent if folder.parent.exists() else None) as tmp:
-        try:
-            with tarfile.open(archive) as tar:
-                members = [m for m in tar.getmembers() if m.isfile() and
-                           (m.name.startswith(prefix + "wav/") or m.name.startswith(prefix + "lab/"))]
-                tar.extractall(tmp, members=members, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise DataError(f"{archive} is not a readable ARCTIC archive ({err}); "
-                            f"it was deleted, download again") from None
+        extract(archive, Path(tmp), lambda name: name.startswith((prefix + "wav/", prefix + "lab/")))
         staged = Path(tmp) / prefix
         wavs = {p.stem for p in (staged / "wav").glob("*.wav")}
         labs = {p.stem for p in (staged / "lab").glob("*.lab")}
@@ -78,8 +69,7 @@ def install(archive: Path, folder: Path, speaker: str) -> Path:
         rates = {soundfile.info(str(staged / "wav" / f"{s}.wav")).samplerate for s in sorted(wavs)[:5]}
         if rates != {16000}:
             raise DataError(f"{archive}: recordings at {sorted(rates)} Hz, expected 16000 Hz")
-        lines = [f"{file_digest(p)}  {p.relative_to(staged)}" for p in sorted(staged.rglob("*")) if p.is_file()]
-        (staged / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+        write_manifest(staged)
         folder.parent.mkdir(parents=True, exist_ok=True)
         if folder.exists():
             shutil.rmtree(folder)
