@@ -9,7 +9,12 @@ export CONVREPRO_DATA_DIR ?= $(abspath ../shared/data)
 MLFLOW_DB := sqlite:///$(abspath mlflow.db)
 PORT ?= 5000
 
-.PHONY: install test lint bench reproduce-lecun1989 reproduce-waibel1989 mlflow-ui clean
+SEEDS ?= 5
+SEED_LIST = $(shell seq -s, 1 $(SEEDS))
+SERVER_DIR ?= $(abspath mlflow-server)
+
+.PHONY: install test lint bench reproduce-lecun1989 reproduce-waibel1989 reproduce-krizhevsky2012 \
+	reproduce-all sweep-lecun1989 sweep-waibel1989 sweep-krizhevsky2012 report mlflow-ui mlflow-server clean
 
 install: $(STAMP)
 
@@ -29,6 +34,8 @@ lint: install
 bench: install
 	$(PY) benchmarks/layers.py --repeats 11 --min-seconds 1
 	$(PY) benchmarks/lecun_online.py
+	$(PY) benchmarks/alexnet.py --size 128 --batch 64
+	$(PY) benchmarks/alexnet.py --size 227 --batch 128 --repeats 3
 
 # LeCun et al. 1989, faithful settings (23 passes, on-line SGD); prints paper versus run.
 # Extra Hydra overrides: make reproduce-lecun1989 ARGS="optim=sdlm seed=3"
@@ -39,9 +46,44 @@ reproduce-lecun1989: install
 reproduce-waibel1989: install
 	$(PY) -m convrepro.train experiment=waibel1989 $(ARGS)
 
+# Krizhevsky et al. 2012: with a GPU, the paper's recipe on Imagenette at full size; on a
+# CPU, the one-hour budget variant (experiment=krizhevsky2012_cpu; deviations in its config).
+reproduce-krizhevsky2012: install
+	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+		echo "GPU found: the paper's recipe on Imagenette (experiment=krizhevsky2012_imagenette)"; \
+		$(PY) -m convrepro.train experiment=krizhevsky2012_imagenette trainer=gpu $(ARGS); \
+	else \
+		echo "No GPU: the CPU-budget variant (experiment=krizhevsky2012_cpu, about an hour on 2 cores)"; \
+		$(PY) -m convrepro.train experiment=krizhevsky2012_cpu $(ARGS); \
+	fi
+
+reproduce-all: reproduce-waibel1989 reproduce-lecun1989 reproduce-krizhevsky2012 report
+
+# Seed sweeps: one MLflow parent run with the jobs as children (mean, sd, n on the parent).
+# make sweep-lecun1989 SEEDS=5 ARGS="optim=sdlm"
+sweep-lecun1989: install
+	$(PY) -m convrepro.train -m experiment=lecun1989 seed=$(SEED_LIST) $(ARGS)
+
+sweep-waibel1989: install
+	$(PY) -m convrepro.train -m experiment=waibel1989 seed=$(SEED_LIST) $(ARGS)
+
+sweep-krizhevsky2012: install
+	$(PY) -m convrepro.train -m experiment=krizhevsky2012_cpu seed=$(SEED_LIST) $(ARGS)
+
+# Paper versus reproduction for every paper: reports/index.html and reports/results.md.
+report: install
+	$(VENV)/bin/convrepro-report --uri $${MLFLOW_TRACKING_URI:-$(MLFLOW_DB)} --out reports
+
 # The MLflow dashboard on the project's embedded store (http://127.0.0.1:$(PORT)).
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
+
+# A standalone tracking server for a team (SQLite backend and artifacts in $(SERVER_DIR));
+# point runs at it with MLFLOW_TRACKING_URI=http://<host>:$(PORT).
+mlflow-server: install
+	mkdir -p $(SERVER_DIR)/artifacts
+	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(SERVER_DIR)/mlflow.db \
+		--artifacts-destination $(SERVER_DIR)/artifacts --serve-artifacts --host $${HOST:-127.0.0.1} --port $(PORT)
 
 clean:
 	rm -rf build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .hypothesis

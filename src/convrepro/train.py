@@ -110,6 +110,7 @@ def run_replica(cfg: DictConfig) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
+    from mlflow.tracking import MlflowClient
     from pytorch_lightning.loggers import MLFlowLogger
 
     from convrepro.report.paper import print_run_table
@@ -129,11 +130,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     experiment_id = recorder.ensure_experiment(uri, cfg.logger.experiment_name, cfg.logger.artifact_root)
     resume_id, resume_ckpt = None, None
     if cfg.resume:
-        from mlflow.tracking import MlflowClient
-
         resume_id, resume_ckpt = recorder.find_resumable(MlflowClient(uri), experiment_id, cfg)
     logger = MLFlowLogger(experiment_name=cfg.logger.experiment_name, run_name=run_name, tracking_uri=uri,
-                          tags=None if resume_id else recorder.run_tags(cfg, datamodule, hc), log_model=False,
+                          tags=None if resume_id else recorder.run_tags(cfg, datamodule, hc, MlflowClient(uri),
+                                                                        experiment_id), log_model=False,
                           run_id=resume_id)
     logger._experiment_id = experiment_id
     client, run_id = logger.experiment, logger.run_id

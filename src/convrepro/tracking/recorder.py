@@ -94,7 +94,8 @@ def find_resumable(client: MlflowClient, experiment_id: str, cfg: DictConfig) ->
     return run.info.run_id, ckpt
 
 
-def run_tags(cfg: DictConfig, datamodule, hydra_cfg) -> dict[str, str]:
+def run_tags(cfg: DictConfig, datamodule, hydra_cfg, client: MlflowClient | None = None,
+             experiment_id: str | None = None) -> dict[str, str]:
     files = datamodule.files
     tags = {
         **git_state(PROJECT_ROOT),
@@ -116,6 +117,13 @@ def run_tags(cfg: DictConfig, datamodule, hydra_cfg) -> dict[str, str]:
     tags.update({f"hydra.choice.{k}": str(v) for k, v in hydra_cfg.runtime.choices.items()
                  if not k.startswith("hydra/")})
     parent = os.environ.get("CONVREPRO_PARENT_RUN_ID")
+    if not parent and client is not None and str(hydra_cfg.mode) == "RunMode.MULTIRUN":
+        from convrepro.tracking.sweep import parent_of_job
+
+        parent = parent_of_job(client, experiment_id, str(hydra_cfg.sweep.dir))
+    rerun_of = os.environ.get("CONVREPRO_RERUN_OF")
+    if rerun_of:
+        tags["rerun.of"] = rerun_of
     if parent:
         tags["mlflow.parentRunId"] = parent
     return tags

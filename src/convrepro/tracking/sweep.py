@@ -1,7 +1,10 @@
 """Sweeps (``-m seed=1,2,3``) as one MLflow parent run with the jobs nested under it.
 
-A Hydra callback: before the first job it creates the parent run and exports its id in
-``CONVREPRO_PARENT_RUN_ID`` (each job's run then carries ``mlflow.parentRunId``); after
+A Hydra callback: before the first job it creates the parent run (which also initialises
+the store, so parallel jobs never race to create its tables) and exports its id in
+``CONVREPRO_PARENT_RUN_ID`` (each job's run then carries ``mlflow.parentRunId``).  Jobs that
+do not inherit the environment (Hydra's submitit launcher on SLURM nodes) find the parent
+by the sweep folder it is tagged with, which every job of the sweep knows; after
 the last job it logs, on the parent, the mean, sd and n of every final metric of its
 finished children, and the sweep's overrides.
 """
@@ -40,6 +43,7 @@ class SweepParentRun(Callback):
         run = self.client.create_run(
             experiment_id, run_name=f"{config.name}-{config.variant}-sweep-{time.strftime('%Y%m%d-%H%M%S')}",
             tags={"sweep": "parent", "sweep.overrides": overrides or "(none)", "paper": config.name,
+                  "sweep.dir": str(config.hydra.sweep.dir),
                   "variant": config.variant, "process.host": socket.gethostname(), "process.pid": str(os.getpid())})
         self.parent_id = run.info.run_id
         os.environ[PARENT_ENV] = self.parent_id
@@ -72,3 +76,10 @@ def aggregate(runs) -> dict[str, float]:
         out[f"{key}/sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
         out[f"{key}/n"] = float(len(vals))
     return out
+
+
+def parent_of_job(client: MlflowClient, experiment_id: str, sweep_dir: str) -> str | None:
+    """The id of the running sweep parent tagged with this job's sweep folder, if any."""
+    runs = client.search_runs([experiment_id], f"tags.sweep = 'parent' and tags.`sweep.dir` = '{sweep_dir}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None

@@ -1,0 +1,189 @@
+"""``convrepro-report``: the papers' tables beside the reproductions, as HTML and Markdown.
+
+    convrepro-report [--uri URI] [--out reports] [--paper lecun1989 ...]
+
+Writes ``<out>/index.html`` (self-contained: figures are embedded, it opens offline) and
+``<out>/results.md`` (figures beside it in ``<out>/figures/``).  Per paper and group
+(variant-optimizer): paper value, reproduction mean ± sd and n over the latest sweep,
+min/max, the best run's id and a verdict; learning curves of every seed; the best run's
+own figures (confusion matrix, rejection or shift-invariance curve, first-layer kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import yaml  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from convrepro.paths import EXPERIMENTS_DIR, PROJECT_ROOT  # noqa: E402
+
+from .collect import Group, best_run, groups_for  # noqa: E402
+from .paper import paper_metrics, verdict  # noqa: E402
+
+RUN_FIGURES = ("confusion_test.png", "confusion_val.png", "rejection_test.png", "shift_invariance.png",
+               "first_layer_kernels.png")
+
+
+def papers() -> list[str]:
+    return sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/paper.yaml"))
+
+
+def _curves(experiment: str) -> list[str]:
+    return yaml.safe_load((EXPERIMENTS_DIR / experiment / "paper.yaml").read_text()).get("curves", [])
+
+
+def seed_curves(client: MlflowClient, group: Group, keys: list[str], path: Path, title: str) -> Path | None:
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(5 * max(1, len(keys)), 3.6), squeeze=False)
+    drawn = False
+    for ax, key in zip(axes[0], keys, strict=False):
+        for run in group.runs:
+            history = client.get_metric_history(run.info.run_id, key)
+            if history:
+                drawn = True
+                ax.plot([m.step for m in history], [m.value for m in history], marker="o", ms=2,
+                        label=f"seed {run.data.tags.get('seed', '?')}")
+        ax.set_xlabel("pass (epoch)")
+        ax.set_ylabel(f"{key} (%)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path if drawn else None
+
+
+def run_figures(client: MlflowClient, run, into: Path) -> list[Path]:
+    names = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "figures")}
+    out = []
+    for name in RUN_FIGURES:
+        if name in names:
+            local = client.download_artifacts(run.info.run_id, f"figures/{name}", str(into))
+            target = into / f"{run.info.run_id[:8]}_{name}"
+            os.replace(local, target)
+            out.append(target)
+    return out
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
+    """Write the report; returns what it wrote, per paper and group (the tests read it)."""
+    client = MlflowClient(uri)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    md = [f"# convrepro — paper versus reproduction\n\nTracking store: `{uri}`\n"]
+    body = []
+    written: dict = {}
+    for experiment in selected or papers():
+        citation, metrics = paper_metrics(experiment)
+        groups = groups_for(client, experiment, [m.key for m in metrics])
+        md.append(f"\n## {citation}\n")
+        body.append(f"<h2>{html.escape(citation)}</h2>")
+        if not groups:
+            md.append("No finished runs yet.\n")
+            body.append("<p>No finished runs yet.</p>")
+            continue
+        primary = metrics[0].key
+        for group in groups:
+            best = best_run(group, primary)
+            written.setdefault(experiment, {})[group.key] = {"runs": [r.info.run_id for r in group.runs],
+                                                             "best": best.info.run_id if best else None}
+            md.append(f"\n### {group.key} — {group.source}\n")
+            md.append(f"Best run by {primary}: `{best.info.run_id}` ({best.info.run_name})\n")
+            md.append("| measure | paper | reproduction mean ± sd (n) | min | max | verdict |")
+            md.append("|---|---|---|---|---|---|")
+            rows = []
+            for m in metrics:
+                agg = group.aggregates.get(m.key)
+                repro = "-" if agg is None else f"{agg.mean:.4g} ± {agg.sd:.2g} ({agg.n})"
+                cells = [m.label, _fmt(m.paper), repro, _fmt(agg and agg.minimum), _fmt(agg and agg.maximum),
+                         verdict(m, agg.mean if agg else None)]
+                md.append("| " + " | ".join(cells) + " |")
+                rows.append(cells)
+            body.append(f"<h3>{html.escape(group.key)} <small>{html.escape(group.source)}</small></h3>")
+            body.append(f"<p>Best run by <code>{html.escape(primary)}</code>: <code>{best.info.run_id}</code> "
+                        f"({html.escape(best.info.run_name)})</p>")
+            body.append(_html_table(["measure", "paper", "reproduction mean ± sd (n)", "min", "max", "verdict"],
+                                    rows))
+            pictures = []
+            curve = seed_curves(client, group, _curves(experiment), figures / f"{experiment}_{group.key}_curves.png",
+                                f"{experiment} {group.key}: every seed")
+            if curve:
+                pictures.append(curve)
+            pictures += run_figures(client, best, figures)
+            for picture in pictures:
+                md.append(f"\n![{picture.stem}](figures/{picture.name})")
+                data = base64.b64encode(picture.read_bytes()).decode()
+                body.append(f'<figure><img alt="{picture.stem}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{html.escape(picture.stem)}</figcaption></figure>")
+            md.append("")
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    (out / "index.html").write_text(_page("\n".join(body), uri))
+    return written
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    lines = []
+    for row in rows:
+        cls = {"reproduced": "ok", "goal met": "ok", "missed": "miss", "goal missed": "miss"}.get(row[-1], "")
+        cells = "".join(f"<td>{html.escape(c)}</td>" for c in row[:-1])
+        lines.append(f'<tr>{cells}<td class="{cls}">{html.escape(row[-1])}</td></tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+
+
+def _page(body: str, uri: str) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>convrepro — paper versus reproduction</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+td.ok {{ background: #e3f5e1; }} td.miss {{ background: #fbe3e1; }}
+figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 36em; }}
+small {{ color: #777; font-weight: normal; }}
+</style></head><body>
+<h1>convrepro — paper versus reproduction</h1>
+<p>Tracking store: <code>{html.escape(uri)}</code></p>
+{body}
+</body></html>
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="convrepro-report", description=__doc__.splitlines()[0])
+    default_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
+    parser.add_argument("--uri", default=default_uri)
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "reports"))
+    parser.add_argument("--paper", action="append", choices=papers(), help="only these papers (repeatable)")
+    args = parser.parse_args(argv)
+    from convrepro.tracking.store import TrackingError, check
+
+    try:
+        check(args.uri)
+    except TrackingError as err:
+        print(f"error: {err}")
+        return 2
+    build(args.uri, Path(args.out), args.paper)
+    print(f"written {Path(args.out) / 'index.html'} and {Path(args.out) / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

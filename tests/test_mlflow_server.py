@@ -1,0 +1,117 @@
+"""The dashboard for real: a standalone `mlflow server`, a tiny run logged to it over HTTP,
+checked through the REST API and in the UI rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, require_data
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "headless Chromium is not installed (Debian package chromium; .ci/run installs it)"
+        if os.environ.get("CONVREPRO_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(base: str, endpoint: str, **params) -> dict:
+    url = f"{base}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _post(base: str, path: str, body: dict) -> dict:
+    req = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = _free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if urllib.request.urlopen(f"{base}/health", timeout=2).read() == b"OK":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield base
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_run_logged_to_a_server_is_in_the_rest_api_and_the_ui(server, tmp_path):
+    require_data("usps")
+    chromium = _chromium()
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": server}
+    result = subprocess.run(
+        [sys.executable, "-m", "convrepro.train", "experiment=lecun1989", "trainer.max_epochs=1",
+         "data.train_subset=200", "seed=4", "trainer.enable_progress_bar=false",
+         f"hydra.run.dir={tmp_path}/outputs/run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    experiment = _get(server, "experiments/get-by-name", experiment_name="lecun1989")["experiment"]
+    runs = _post(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["info"]["status"] == "FINISHED" and run["info"]["run_name"] == "lecun1989-faithful-sgd-seed4"
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["seed"] == "4" and params["data.count.train"] == "200"
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert 0 < metrics["test/error"] < 100
+    history = _get(server, "metrics/get-history", run_id=run["info"]["run_id"], metric_key="test/error")
+    assert [m["step"] for m in history["metrics"]] == [1]
+    listed = _get(server, "artifacts/list", run_id=run["info"]["run_id"])["files"]
+    assert {"config.yaml", "figures", "metrics"} <= {f["path"] for f in listed}
+    figures = _get(server, "artifacts/list", run_id=run["info"]["run_id"], path="figures")["files"]
+    assert "figures/learning_curves.png" in {f["path"] for f in figures}
+    # The artifacts themselves went to the server's artifact store, not to the client's disk.
+    assert any((tmp_path / "artifacts").rglob("learning_curves.png"))
+
+    page = f"{server}/#/experiments/{experiment['experiment_id']}/runs"
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}",
+                          "--virtual-time-budget=30000", "--dump-dom", page],
+                         capture_output=True, text=True, timeout=180).stdout
+    assert "Runs - Experiment" in dom, dom[-2000:]
+    assert "lecun1989-faithful-sgd-seed4" in dom

@@ -1,0 +1,96 @@
+"""Comparing runs: the paper-versus-reproduction report from a store filled by tiny real
+runs, rerun from MLflow (identical metrics), and compare."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from convrepro.report import build as report_build
+from convrepro.report.compare import main as compare_main
+
+from .conftest import REPO, require_data
+from .test_pipeline import train
+
+TINY = ("experiment=lecun1989", "trainer.max_epochs=2", "data.train_subset=300", "trainer.enable_progress_bar=false")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """An older single run, then a two-seed sweep of the same group, then an SDLM run."""
+    require_data("usps")
+    tmp = tmp_path_factory.mktemp("report")
+    for args in (("seed=9",), ("-m", "seed=1,2"), ("optim=sdlm", "seed=1")):
+        result = train(tmp, *TINY, *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    return tmp, client, client.get_experiment_by_name("lecun1989").experiment_id
+
+
+def test_report_tables_equal_the_latest_sweep_in_mlflow(store):
+    tmp, client, exp = store
+    (parent,) = client.search_runs([exp], "tags.sweep = 'parent'")
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    written = report_build.build(f"sqlite:///{tmp / 'mlflow.db'}", tmp / "reports", ["lecun1989"])
+    faithful = written["lecun1989"]["faithful-sgd"]
+    assert sorted(faithful["runs"]) == sorted(c.info.run_id for c in children)  # not the older seed-9 run
+    errors = {c.info.run_id: c.data.metrics["test/error"] for c in children}
+    assert faithful["best"] == min(errors, key=errors.get)
+    mean = sum(errors.values()) / 2
+    sd = abs(list(errors.values())[0] - list(errors.values())[1]) / 2**0.5
+    html = (tmp / "reports" / "index.html").read_text()
+    md = (tmp / "reports" / "results.md").read_text()
+    cell = f"{mean:.4g} ± {sd:.2g} (2)"
+    assert cell in html and cell in md
+    assert f"{min(errors.values()):.4g}" in md and f"{max(errors.values()):.4g}" in md
+    assert faithful["best"] in html and parent.info.run_id in md
+    # The SDLM run is its own group, from all its finished runs.
+    assert "sdlm" in " ".join(written["lecun1989"]) and "all 1 finished runs" in md
+    # Self-contained: figures are embedded, none is fetched.
+    assert html.count("data:image/png;base64,") >= 4 and 'src="http' not in html
+    assert re.search(r"!\[lecun1989_faithful-sgd_curves\]\(figures/lecun1989_faithful-sgd_curves\.png\)", md)
+    assert (tmp / "reports" / "figures" / "lecun1989_faithful-sgd_curves.png").stat().st_size > 1000
+
+
+def test_rerun_gives_identical_metrics_and_links_the_runs(store):
+    tmp, client, exp = store
+    (original,) = client.search_runs([exp], "tags.seed = '9'")
+    env_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    import os
+
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp), "MLFLOW_TRACKING_URI": env_uri}
+    result = subprocess.run([sys.executable, "-m", "convrepro.tracking.rerun", original.info.run_id,
+                             f"hydra.run.dir={tmp}/outputs/rerun"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (rerun,) = client.search_runs([exp], f"tags.`rerun.of` = '{original.info.run_id}'")
+    assert rerun.info.run_id != original.info.run_id and rerun.info.status == "FINISHED"
+    for key in ("train/error", "test/error", "test/mse", "train/mse", "test/misses"):
+        assert rerun.data.metrics[key] == original.data.metrics[key], key
+    assert rerun.info.run_name == original.info.run_name
+
+
+def test_rerun_restores_values_the_config_files_no_longer_give(store):
+    from convrepro.tracking.rerun import composed, drift_overrides
+
+    stored = {"optim": {"lr": 0.5, "momentum": 0.0}, "trainer": {"max_epochs": 2},
+              "paths": {"root": "/elsewhere"}, "model": {"h2_table": [[0, 1], [2, 3]]}}
+    today = composed(["experiment=lecun1989", "trainer.max_epochs=2"])
+    drift = drift_overrides(stored, today)
+    assert "++optim.lr=0.5" in drift and "++model.h2_table=[[0,1],[2,3]]" in drift
+    assert not any(d.startswith(("++paths", "++trainer.max_epochs", "++optim.momentum")) for d in drift)
+
+
+def test_compare_lists_config_and_metric_differences(store, capsys):
+    tmp, client, exp = store
+    (sdlm,) = client.search_runs([exp], "tags.`hydra.choice.optim` = 'sdlm'")
+    (sgd,) = client.search_runs([exp], "tags.seed = '1' and tags.`hydra.choice.optim` = 'sgd'")
+    assert compare_main([sgd.info.run_id, sdlm.info.run_id, "--uri", f"sqlite:///{tmp / 'mlflow.db'}"]) == 0
+    out = capsys.readouterr().out
+    assert "optim._target_" in out and "convrepro.training.sdlm.SDLM" in out
+    assert "test/error" in out and "dataset.fingerprint: same" in out
+    assert compare_main([sgd.info.run_id, "nope", "--uri", f"sqlite:///{tmp / 'mlflow.db'}"]) == 2
