@@ -51,6 +51,7 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg, "data.batch_size")
     _positive_int(cfg, "training.patterns_per_update", allow_none=True)
     _positive_int(cfg, "training.curvature_patterns")
+    _positive_int(cfg, "training.checkpoint_every_n_steps", allow_none=True)
     _positive_float(cfg, "optim.lr")
     _choice(cfg, "loss.name", LOSSES)
     _choice(cfg, "model.nonlinearity", sorted(NONLINEARITIES))

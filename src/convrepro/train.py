@@ -103,7 +103,8 @@ def run_replica(cfg: DictConfig) -> dict[str, float]:
         experiment = MlflowClient(uri).get_experiment_by_name(cfg.logger.experiment_name)
         _, resume_ckpt = recorder.find_resumable(MlflowClient(uri), experiment.experiment_id, cfg)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=False,
-                         callbacks=[PassCheckpoint(recorder.checkpoint_dir(run_id))],
+                         callbacks=[PassCheckpoint(recorder.checkpoint_dir(run_id),
+                                                   cfg.training.checkpoint_every_n_steps)],
                          enable_checkpointing=False)
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=False)
     return {}
@@ -136,7 +137,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                                                         experiment_id), log_model=False,
                           run_id=resume_id)
     logger._experiment_id = experiment_id
+    if resume_id:  # before the run is touched: another process may be continuing it right now
+        from convrepro.training.callbacks import CheckpointInUse, lock_directory
+
+        try:
+            lock = lock_directory(recorder.checkpoint_dir(resume_id))
+        except CheckpointInUse as err:
+            raise TrackingError(str(err)) from None
     client, run_id = logger.experiment, logger.run_id
+    if not resume_id:
+        from convrepro.training.callbacks import lock_directory
+
+        lock = lock_directory(recorder.checkpoint_dir(run_id))
     status = "FAILED"
     try:
         if resume_id:  # the same run continues: params and counts are already there
@@ -147,7 +159,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             recorder.log_counts(client, run_id, datamodule)
             client.set_tag(run_id, "checkpoint.dir", str(recorder.checkpoint_dir(run_id)))
         # Every pass ends with a checkpoint (weights, optimizer, loop position, RNG, history).
-        checkpoint = PassCheckpoint(recorder.checkpoint_dir(run_id))
+        checkpoint = PassCheckpoint(recorder.checkpoint_dir(run_id), cfg.training.checkpoint_every_n_steps)
         os.environ["CONVREPRO_RUN_ID"] = run_id  # DDP processes Lightning starts inherit it
         trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
                              callbacks=[checkpoint], default_root_dir=output_dir, enable_checkpointing=False)
@@ -179,6 +191,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise
     finally:
         client.set_terminated(run_id, status)
+        lock.close()
     print_run_table(cfg.name, final, f"{run_name}, run {run_id}")
     return final
 
@@ -190,6 +203,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as err:  # diverged: the run is FAILED with this message as its tag
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     return final.get("test/error", final.get("val/error"))
 
 

@@ -4,7 +4,8 @@ Lightning's ModelCheckpoint decides by ``trainer.global_step``, which on-line le
 does not advance (the task applies its per-pattern updates itself), and it writes the file
 in place, so a ``kill -9`` during the write could leave a torn checkpoint.  This writes
 ``last.ckpt`` (weights, optimizer, loop position, the task's RNG state and history) to a
-temporary name and renames it over the previous one.
+temporary name and renames it over the previous one; optionally also every N training
+steps (``training.checkpoint_every_n_steps``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,35 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 
+class CheckpointInUse(RuntimeError):
+    """Another process is writing this run's checkpoints."""
+
+
+def lock_directory(dirpath: Path):
+    """Hold ``<dirpath>/.lock`` for the life of this process; refuse if another process holds it.
+
+    Two processes continuing the same run (two ``resume=<id>`` at once) would overwrite each
+    other's checkpoints and interleave metrics in one MLflow run.
+    """
+    import fcntl
+    import socket
+
+    dirpath.mkdir(parents=True, exist_ok=True)
+    handle = open(dirpath / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise CheckpointInUse(f"checkpoint directory {dirpath} is in use by {owner}: that process is still "
+                              f"training this run; wait for it to end (or stop it) before resuming") from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
+
+
 class PassCheckpoint(pl.Callback):
     """Saved when the task has finished its own end-of-pass work (metrics recorded,
     schedulers stepped): callbacks' ``on_train_epoch_end`` run before the module's, so the
@@ -22,9 +52,17 @@ class PassCheckpoint(pl.Callback):
     from it starts cleanly at the next pass.
     """
 
-    def __init__(self, dirpath: Path):
+    def __init__(self, dirpath: Path, every_n_steps: int | None = None):
         self.dirpath = Path(dirpath)
         self.path = self.dirpath / "last.ckpt"
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Long passes (an AlexNet epoch on a CPU): a kill loses at most N steps.  Lightning
+        # resumes such a checkpoint at the same step count; the rest of that pass draws
+        # from a new shuffle, so only pass-end checkpoints resume bit for bit.
+        if self.every_n_steps and (batch_idx + 1) % self.every_n_steps == 0:
+            self.save(trainer)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.after_pass.append(lambda: self.save(trainer))

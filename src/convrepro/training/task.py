@@ -73,13 +73,14 @@ class ClassifierTask(pl.LightningModule):
         self.replica_digests: list[float] = []
         self._reset_sums()
         self.history: list[dict[str, float]] = []
-        self._epoch_start = None
+        # Also set by on_train_epoch_start, which a run resumed in the middle of a pass skips.
+        self._epoch_start, self._train_sums = time.perf_counter(), torch.zeros(3)
         self._elapsed_before, self._fit_started = 0.0, time.perf_counter()
         self.after_pass: list[Callable[[], None]] = []  # run when a pass is completely done
 
     # ---- checkpoints: everything needed to continue a run exactly -------------------------
     def on_fit_start(self):
-        self._fit_started = time.perf_counter()
+        self._fit_started = self._epoch_start = time.perf_counter()
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -162,12 +163,21 @@ class ClassifierTask(pl.LightningModule):
         if self.automatic_optimization:
             out = self.model(x)
             loss = self.loss(out, y)
+            self._check_finite(loss.detach(), batch_idx)
             self._accumulate(loss.detach() * len(y), out.detach(), y)
             return loss
-        self._per_pattern_updates(x, y)
+        self._per_pattern_updates(x, y, batch_idx)
         return None
 
-    def _per_pattern_updates(self, x, y):
+    def _check_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """A NaN or infinite loss stops the run with the place it happened (one check per
+        Lightning step: per loader batch, not per pattern)."""
+        if not bool(torch.isfinite(loss).all()):
+            raise FloatingPointError(
+                f"the training loss became {loss.flatten()[~torch.isfinite(loss.flatten())][0].item()} in pass "
+                f"{self.current_epoch + 1}, step {batch_idx + 1}: training diverged (lower optim.lr?)")
+
+    def _per_pattern_updates(self, x, y, batch_idx: int = 0):
         params = [p for p in self.model.parameters() if p.requires_grad]
         update = self._update_rule(params)
         k = self.patterns_per_update
@@ -180,6 +190,7 @@ class ClassifierTask(pl.LightningModule):
                 update(torch.autograd.grad(loss, params))
                 losses.append(loss.detach())
                 outs.append(out.detach())
+        self._check_finite(torch.stack(losses), batch_idx)
         self._accumulate(torch.stack(losses).sum() * k, torch.cat(outs), y)
 
     def _update_rule(self, params):
