@@ -149,3 +149,27 @@ def test_checksums_of_the_real_tree_are_verified(monkeypatch):
     files = dm.files
     assert len(files) == 30
     assert files["train/n01440764/ILSVRC2012_val_00000293.JPEG"].startswith("401ebd37")
+
+
+def test_image_checksums_are_cached_and_an_altered_file_is_refused(small_folder, monkeypatch):
+    from convrepro.data import integrity
+
+    base = small_folder / "tiny"
+    files = sorted(p for p in base.rglob("*.JPEG"))
+    (base / "SHA256SUMS").write_text("".join(f"{integrity.file_digest(p)}  {p.relative_to(base)}\n" for p in files))
+    dm = _module(small_folder)
+    first = dm.files
+    assert len(first) == len(files) == 23
+    hashed = []
+    real = integrity.file_digest
+    monkeypatch.setattr(integrity, "file_digest", lambda p, a="sha256": hashed.append(p) or real(p, a))
+    assert _module(small_folder).files == first and hashed == []  # second use: size + mtime, no hashing
+    victim = files[0]
+    victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")  # same size, new content and mtime
+    try:
+        _module(small_folder, check_images=False).files  # (the decode scan would drop it first)
+    except DataError as err:
+        assert "is truncated or altered" in str(err) and victim.name in str(err)
+    else:
+        raise AssertionError("an altered image was accepted")
+    assert hashed == [victim]  # only the changed file was hashed again

@@ -81,3 +81,22 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
     assert f"checkpoint directory {tmp_path}/checkpoints/{run.info.run_id} is in use by pid 4242" in result.stderr
     assert client.get_run(run.info.run_id).info.status == "KILLED"  # untouched
     assert "Traceback" not in result.stderr
+
+
+def test_malformed_tracking_uri_and_unwritable_output_are_one_message_each(tmp_path):
+    require_data("usps")
+    cases = [({"MLFLOW_TRACKING_URI": "ftp://somewhere"}, (), "tracking URI 'ftp://somewhere' is malformed"),
+             ({"MLFLOW_TRACKING_URI": "sqlite:///relative.db"}, (), "must name an absolute path"),
+             ({}, ("hydra.run.dir=/proc/convrepro-out",),
+              "output directory /proc/convrepro-out is not writable")]
+    for extra_env, overrides, message in cases:
+        env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path),
+               "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", **extra_env}
+        args = overrides or (f"hydra.run.dir={tmp_path}/o",)
+        result = subprocess.run([sys.executable, "-m", "convrepro.train", "experiment=lecun1989", *args],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (message, result.stderr[-2000:])
+        assert message in result.stderr and "Traceback" not in result.stderr
+        if (tmp_path / "mlflow.db").exists():
+            _, runs = _runs(tmp_path)
+            assert runs == []
