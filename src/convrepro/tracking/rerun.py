@@ -44,8 +44,9 @@ def original_overrides(run) -> list[str]:
 
 def composed(overrides: list[str]) -> dict[str, str]:
     """Today's config for these overrides, flattened like the params (paths left out)."""
-    import convrepro.train  # noqa: F401  (registers the project's resolvers)
     from hydra import compose, initialize_config_dir
+
+    import convrepro.train  # noqa: F401  (registers the project's resolvers)
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
