@@ -25,6 +25,7 @@ import yaml  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from convrepro.paths import EXPERIMENTS_DIR, PROJECT_ROOT  # noqa: E402
+from convrepro.tracking.store import add_uri_argument
 
 from .collect import Group, best_run, groups_for  # noqa: E402
 from .paper import paper_metrics, verdict  # noqa: E402
@@ -168,8 +169,7 @@ small {{ color: #777; font-weight: normal; }}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convrepro-report", description=__doc__.splitlines()[0])
-    default_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
-    parser.add_argument("--uri", default=default_uri)
+    add_uri_argument(parser)
     parser.add_argument("--out", default=str(PROJECT_ROOT / "reports"))
     parser.add_argument("--paper", action="append", choices=papers(), help="only these papers (repeatable)")
     args = parser.parse_args(argv)

@@ -6,22 +6,20 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
-from convrepro.paths import PROJECT_ROOT
 from convrepro.report.paper import paper_metrics
 from convrepro.report.summary import aggregate, finished_runs
+from convrepro.tracking.store import add_uri_argument
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convrepro-summary", description=__doc__.splitlines()[0])
     parser.add_argument("experiment")
-    default_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
-    parser.add_argument("--uri", default=default_uri)
+    add_uri_argument(parser)
     parser.add_argument("--filter", default="", help="an MLflow search filter, e.g. \"tags.variant = 'faithful'\"")
     args = parser.parse_args(argv)
     citation, metrics = paper_metrics(args.experiment)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
 from mlflow.exceptions import MlflowException
@@ -12,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
-from convrepro.paths import PROJECT_ROOT
+from convrepro.tracking.store import add_uri_argument
 
 # Params that differ between any two runs without changing what they compute.
 _INCIDENTAL = ("paths.output_dir", "resume")
@@ -38,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convrepro-compare", description=__doc__.splitlines()[0])
     parser.add_argument("run_a")
     parser.add_argument("run_b")
-    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI",
-                                                        f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"))
+    add_uri_argument(parser)
     parser.add_argument("--all-metrics", action="store_true", help="also list metrics that are equal")
     args = parser.parse_args(argv)
     client = MlflowClient(args.uri)

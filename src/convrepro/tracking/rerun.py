@@ -26,6 +26,7 @@ from omegaconf import OmegaConf, open_dict
 from convrepro.paths import CONF_DIR, PROJECT_ROOT
 from convrepro.tracking.params import flatten
 from convrepro.tracking.provenance import git_state, library_versions
+from convrepro.tracking.store import add_uri_argument
 
 # Not part of what a run computes, or different on every machine.
 _MACHINE_KEYS = ("paths.", "resume", "data.root", "logger.")
@@ -109,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convrepro-rerun", description=__doc__.splitlines()[0])
     parser.add_argument("run_id")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied on top of the stored config")
-    parser.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI",
-                                                        f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"))
+    add_uri_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     args = parser.parse_args(argv)
     client = MlflowClient(args.uri)

@@ -17,7 +17,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from convrepro.paths import PROJECT_ROOT
+from convrepro.tracking.store import add_uri_argument
 
 
 def _alive(pid: int) -> bool:
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     clean.add_argument("--experiment", action="append", help="only this experiment (repeatable)")
     clean.add_argument("--older-than-hours", type=float, default=24.0)
     clean.add_argument("--dry-run", action="store_true")
-    clean.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI",
-                                                       f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"))
+    add_uri_argument(clean)
     args = parser.parse_args(argv)
     client = MlflowClient(args.uri)
     stale = stale_runs(client, args.experiment, args.older_than_hours)

@@ -56,3 +56,12 @@ def check(uri: str, timeout: float = 5.0) -> None:
             f"tracking URI {uri!r} is malformed: expected http(s)://host:port for a server or "
             f"sqlite:///<absolute path> for an embedded store"
         )
+
+
+def add_uri_argument(parser) -> None:
+    """``--uri`` for the command-line tools: $MLFLOW_TRACKING_URI, else the project's store."""
+    from convrepro.paths import PROJECT_ROOT
+
+    default = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
+    parser.add_argument("--uri", default=default,
+                        help="tracking URI (default: $MLFLOW_TRACKING_URI or the project's mlflow.db)")
