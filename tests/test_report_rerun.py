@@ -100,3 +100,17 @@ def test_compare_lists_config_and_metric_differences(store, capsys):
     compare_main([sgd.info.run_id, sdlm.info.run_id, "--uri", f"sqlite:///{tmp / 'mlflow.db'}", "--all-metrics"])
     assert "│ test/error " in capsys.readouterr().out
     assert compare_main([sgd.info.run_id, "nope", "--uri", f"sqlite:///{tmp / 'mlflow.db'}"]) == 2
+
+
+def test_a_job_without_the_environment_finds_its_sweep_parent_by_folder(tmp_path):
+    """Jobs on other machines (submitit on SLURM) do not inherit CONVREPRO_PARENT_RUN_ID."""
+    from convrepro.tracking.sweep import parent_of_job
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("lecun1989")
+    old = client.create_run(exp, tags={"sweep": "parent", "sweep.dir": "/runs/multirun/a"}).info.run_id
+    mine = client.create_run(exp, tags={"sweep": "parent", "sweep.dir": "/runs/multirun/b"}).info.run_id
+    client.create_run(exp, tags={"sweep.dir": "/runs/multirun/b"})  # not a parent
+    assert parent_of_job(client, exp, "/runs/multirun/b") == mine
+    assert parent_of_job(client, exp, "/runs/multirun/a") == old
+    assert parent_of_job(client, exp, "/runs/multirun/c") is None
