@@ -310,3 +310,21 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
                for c, r, n in ((client, run, "a"), (ref_client, ref, "b"))]
     for name in weights[1]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_tdnn_staged_training_starts_on_a_few_tokens_per_class(tmp_path):
+    require_data("speech/fraser")
+    result = train(tmp_path, "experiment=waibel1989", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+                   "data.progress=false", "data.staged_tokens_per_class=10", "data.staged_passes=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("waibel1989").experiment_id])
+    rid = run.info.run_id
+
+    def per_pass(key):
+        return [m.value for m in sorted(client.get_metric_history(rid, key), key=lambda m: m.step)]
+
+    seen = [round(r * s) for r, s in zip(per_pass("throughput/train_patterns_per_second"),
+                                         per_pass("time/pass_seconds"), strict=True)]
+    assert seen[:2] == [30, 30]  # 10 tokens of each of /b/ /d/ /g/
+    assert seen[2] == int(run.data.params["data.count.train"])  # then all of them

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..datamodules import ClassificationDataModule
 from ..errors import DataError
@@ -54,7 +54,8 @@ class SpeechDataModule(ClassificationDataModule):
                  tokens: str | None = None, features: dict | None = None, normalisation: str = "per_token",
                  val_fraction: float = 0.15, split_seed: int = 0, batch_size: int = 64,
                  eval_batch_size: int = 1024, shuffle: bool = True, jitter: int = 0,
-                 timit_eval: bool = True, progress: bool = True):
+                 timit_eval: bool = True, progress: bool = True, staged_tokens_per_class: int | None = None,
+                 staged_passes: int = 0):
         super().__init__()
         if corpus not in CORPORA:
             raise DataError(f"data.corpus={corpus!r} is not known: choose one of {', '.join(CORPORA)}")
@@ -69,6 +70,10 @@ class SpeechDataModule(ClassificationDataModule):
         self.normalisation, self.val_fraction, self.split_seed = normalisation, val_fraction, split_seed
         self.batch_size, self.eval_batch_size, self.shuffle = batch_size, eval_batch_size, shuffle
         self.jitter, self.timit_eval, self.progress = jitter, timit_eval, progress
+        if staged_passes and not staged_tokens_per_class:
+            raise DataError("data.staged_passes needs data.staged_tokens_per_class (how many tokens per class "
+                            "the first passes use)")
+        self.staged_tokens_per_class, self.staged_passes = staged_tokens_per_class, staged_passes
         self.eval_names = ["train", "val", "test"]
         self._ready = False
         self.problems: list[str] = []
@@ -177,8 +182,18 @@ class SpeechDataModule(ClassificationDataModule):
                             normalisation=self.normalisation, shift=shift, jitter=jitter)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.windows("train", jitter=self.jitter), batch_size=self.batch_size,
-                          shuffle=self.shuffle)
+        data = self.windows("train", jitter=self.jitter)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if self.staged_passes and epoch < self.staged_passes:
+            # Waibel et al.'s staged training: the first passes see only a few tokens of
+            # each class, then all (the trainer reloads this loader after staged_passes).
+            data = Subset(data, self.first_per_class(data.y, self.staged_tokens_per_class))
+        return DataLoader(data, batch_size=self.batch_size, shuffle=self.shuffle)
+
+    @staticmethod
+    def first_per_class(labels: torch.Tensor, n: int) -> list[int]:
+        """Indices of the first ``n`` tokens of every class, in the table's order."""
+        return sorted(i for c in labels.unique().tolist() for i in (labels == c).nonzero().flatten()[:n].tolist())
 
     def val_dataloader(self) -> list[DataLoader]:
         return [DataLoader(self.windows(n), batch_size=self.eval_batch_size) for n in self.eval_names]
