@@ -90,10 +90,10 @@ class ClassifierTask(pl.LightningModule):
         gathered = self.all_gather(digest) if self.trainer.world_size > 1 else digest
         self.replica_digests = [float(v) for v in gathered.flatten().cpu()]
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.channels_last and batch is not None and batch[0].dim() == 4:
-            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-        return batch
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def elapsed(self) -> float:
         """Training wall time, across resumptions."""
@@ -161,7 +161,7 @@ class ClassifierTask(pl.LightningModule):
             return None
         x, y = batch
         if self.automatic_optimization:
-            out = self.model(x)
+            out = self.model(self._layout(x))
             loss = self.loss(out, y)
             self._check_finite(loss.detach(), batch_idx)
             self._accumulate(loss.detach() * len(y), out.detach(), y)
@@ -264,7 +264,7 @@ class ClassifierTask(pl.LightningModule):
         if batch is None:
             return
         x, y = batch
-        out = self.model(x)
+        out = self.model(self._layout(x))
         name = self.eval_names[dataloader_idx]
         top = out.topk(max(self.top_k), dim=1).indices
         row = [self.loss(out, y) * len(y), self.loss.mse(out, y) * len(y)]
