@@ -38,8 +38,12 @@ def papers() -> list[str]:
     return sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/paper.yaml"))
 
 
+def _paper_yaml(experiment: str) -> dict:
+    return yaml.safe_load((EXPERIMENTS_DIR / experiment / "paper.yaml").read_text())
+
+
 def _curves(experiment: str) -> list[str]:
-    return yaml.safe_load((EXPERIMENTS_DIR / experiment / "paper.yaml").read_text()).get("curves", [])
+    return _paper_yaml(experiment).get("curves", [])
 
 
 def seed_curves(client: MlflowClient, group: Group, keys: list[str], path: Path, title: str) -> Path | None:
@@ -99,7 +103,7 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
             md.append("No finished runs yet.\n")
             body.append("<p>No finished runs yet.</p>")
             continue
-        primary = metrics[0].key
+        primary = _paper_yaml(experiment).get("primary", metrics[0].key)
         for group in groups:
             best = best_run(group, primary)
             written.setdefault(experiment, {})[group.key] = {"runs": [r.info.run_id for r in group.runs],
@@ -175,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from convrepro.tracking.store import TrackingError, check
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         check(args.uri)
     except TrackingError as err:
