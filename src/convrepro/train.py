@@ -99,9 +99,9 @@ def run_replica(cfg: DictConfig) -> dict[str, float]:
 
         from convrepro.tracking.store import resolve_uri
 
-        uri = resolve_uri(cfg.logger.tracking_uri, PROJECT_ROOT)
-        experiment = MlflowClient(uri).get_experiment_by_name(cfg.logger.experiment_name)
-        _, resume_ckpt = recorder.find_resumable(MlflowClient(uri), experiment.experiment_id, cfg)
+        client = MlflowClient(resolve_uri(cfg.logger.tracking_uri, PROJECT_ROOT))
+        experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+        _, resume_ckpt = recorder.find_resumable(client, experiment.experiment_id, cfg)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=False,
                          callbacks=[PassCheckpoint(recorder.checkpoint_dir(run_id),
                                                    cfg.training.checkpoint_every_n_steps)],
@@ -117,7 +117,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from convrepro.report.paper import print_run_table
     from convrepro.tracking import recorder
     from convrepro.tracking.store import resolve_uri
-    from convrepro.training.callbacks import PassCheckpoint
+    from convrepro.training.callbacks import PassCheckpoint, lock_directory
 
     if not is_global_zero():
         return run_replica(cfg)
@@ -137,18 +137,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                                                         experiment_id), log_model=False,
                           run_id=resume_id)
     logger._experiment_id = experiment_id
-    if resume_id:  # before the run is touched: another process may be continuing it right now
-        from convrepro.training.callbacks import CheckpointInUse, lock_directory
-
-        try:
-            lock = lock_directory(recorder.checkpoint_dir(resume_id))
-        except CheckpointInUse as err:
-            raise TrackingError(str(err)) from None
     client, run_id = logger.experiment, logger.run_id
-    if not resume_id:
-        from convrepro.training.callbacks import lock_directory
-
-        lock = lock_directory(recorder.checkpoint_dir(run_id))
+    # Before the run is touched: another process may be continuing it right now.
+    lock = lock_directory(recorder.checkpoint_dir(run_id))
     status = "FAILED"
     try:
         if resume_id:  # the same run continues: params and counts are already there

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from convrepro.tracking.store import TrackingError
 
-class CheckpointInUse(RuntimeError):
+
+class CheckpointInUse(TrackingError):
     """Another process is writing this run's checkpoints."""
 
 

@@ -9,7 +9,10 @@ out with its reason; one that breaks later (changed on disk mid-run) yields ``No
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -19,6 +22,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from ..errors import DataError
+from ..paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +94,25 @@ class _Decoded(Dataset):
             return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
+def listing_key(samples: list[tuple[str, int]], extra: str = "") -> str:
+    """A cache key for a list of files: changes when a path, label, size or mtime does."""
+    h = hashlib.sha256(f"{extra}\n".encode())
+    for path, label in samples:
+        st = os.stat(path)
+        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
 def scan(samples: list[tuple[str, int]], workers: int, description: str) -> dict[str, str]:
-    """Decode every file once: {path: reason} for those that cannot be decoded."""
+    """Decode every file once: {path: reason} for those that cannot be decoded.
+
+    Remembered under the listing's key, so later runs over unchanged files decode nothing.
+    """
     from rich.progress import track
 
+    cached = cache_dir() / "image-scan" / f"{listing_key(samples)}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
     loader = DataLoader(_Decoded(samples), batch_size=64, num_workers=workers, collate_fn=list)
     bad, start = {}, 0
     for results in track(loader, description=description, transient=True):
@@ -101,4 +120,8 @@ def scan(samples: list[tuple[str, int]], workers: int, description: str) -> dict
             if isinstance(result, str):
                 bad[samples[start + offset][0]] = result
         start += len(results)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(bad))
+    tmp.replace(cached)
     return bad

@@ -9,7 +9,6 @@ the file list (paths, sizes, mtimes) and S, so later runs read them in milliseco
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -18,20 +17,12 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from ..paths import cache_dir
-from .folder import ImageSplit
-
-
-def _key(samples: list[tuple[str, int]], size: int) -> str:
-    h = hashlib.sha256(f"size={size}\n".encode())
-    for path, label in samples:
-        st = os.stat(path)
-        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
+from .folder import ImageSplit, listing_key
 
 
 def training_statistics(samples: list[tuple[str, int]], size: int, workers: int) -> dict[str, torch.Tensor]:
     """{'mean': (3, S, S) in [0, 1], 'eigenvalues': (3,), 'eigenvectors': (3, 3) columns}."""
-    path = cache_dir() / "image-statistics" / f"{_key(samples, size)}.pt"
+    path = cache_dir() / "image-statistics" / f"{listing_key(samples, f'size={size}')}.pt"
     if path.is_file():
         return torch.load(path)
     stats = _compute(samples, size, workers)
