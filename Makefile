@@ -72,7 +72,7 @@ sweep-krizhevsky2012: install
 
 # Paper versus reproduction for every paper: reports/index.html and reports/results.md.
 report: install
-	$(VENV)/bin/convrepro-report --uri $${MLFLOW_TRACKING_URI:-$(MLFLOW_DB)} --out reports
+	$(VENV)/bin/convrepro-report --out reports
 
 # The MLflow dashboard on the project's embedded store (http://127.0.0.1:$(PORT)).
 mlflow-ui: install

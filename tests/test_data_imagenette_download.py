@@ -12,9 +12,9 @@ import threading
 import pytest
 
 from convrepro.cli import data_main
-from convrepro.data.errors import DataError
 from convrepro.data.images import imagenette
 from convrepro.data.images.datamodule import ImageFolderDataModule
+from convrepro.errors import DataError
 
 from .conftest import require_data
 

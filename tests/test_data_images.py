@@ -10,11 +10,11 @@ import pytest
 import torch
 from torchvision.io import encode_jpeg
 
-from convrepro.data.errors import DataError
 from convrepro.data.images import statistics as stats_module
 from convrepro.data.images.datamodule import ImageFolderDataModule
 from convrepro.data.images.folder import decode
 from convrepro.data.images.transforms import PCAColourNoise, ten_crop_transform
+from convrepro.errors import DataError
 
 from .conftest import require_data
 

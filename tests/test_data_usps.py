@@ -14,9 +14,9 @@ import torch
 
 from convrepro.cli import data_main
 from convrepro.data import usps as usps_module
-from convrepro.data.errors import DataError
 from convrepro.data.integrity import cached_digest
 from convrepro.data.usps import USPS, _parse
+from convrepro.errors import DataError
 
 TRAIN_COUNTS = [1194, 1005, 731, 658, 652, 556, 664, 645, 542, 644]
 TEST_COUNTS = [359, 264, 198, 166, 200, 160, 170, 147, 166, 177]

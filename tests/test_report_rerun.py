@@ -64,7 +64,7 @@ def test_rerun_gives_identical_metrics_and_links_the_runs(store):
     import os
 
     env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp), "MLFLOW_TRACKING_URI": env_uri}
-    result = subprocess.run([sys.executable, "-m", "convrepro.tracking.rerun", original.info.run_id,
+    result = subprocess.run([sys.executable, "-m", "convrepro.rerun", original.info.run_id,
                              f"hydra.run.dir={tmp}/outputs/rerun"], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -76,7 +76,7 @@ def test_rerun_gives_identical_metrics_and_links_the_runs(store):
 
 
 def test_rerun_restores_values_the_config_files_no_longer_give(store):
-    from convrepro.tracking.rerun import composed, drift_overrides
+    from convrepro.rerun import composed, drift_overrides
 
     stored = {"optim": {"lr": 0.5, "momentum": 0.0}, "trainer": {"max_epochs": 2},
               "paths": {"root": "/elsewhere"}, "model": {"h2_table": [[0, 1], [2, 3]]}}
@@ -104,7 +104,7 @@ def test_compare_lists_config_and_metric_differences(store, capsys):
 
 def test_a_job_without_the_environment_finds_its_sweep_parent_by_folder(tmp_path):
     """Jobs on other machines (submitit on SLURM) do not inherit CONVREPRO_PARENT_RUN_ID."""
-    from convrepro.tracking.sweep import parent_of_job
+    from convrepro.tracking.runs import parent_of_job
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment("lecun1989")

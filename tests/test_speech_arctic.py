@@ -12,9 +12,9 @@ import pytest
 import soundfile
 
 from convrepro.cli import data_main
-from convrepro.data.errors import DataError
 from convrepro.data.speech.datamodule import SpeechDataModule
 from convrepro.data.speech.labels import read_lab
+from convrepro.errors import DataError
 
 from .conftest import require_data
 

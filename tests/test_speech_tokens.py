@@ -10,7 +10,6 @@ import pytest
 import soundfile
 import torch
 
-from convrepro.data.errors import DataError
 from convrepro.data.speech.features import FeatureConfig, cached_extract, extract, normalise
 from convrepro.data.speech.labels import SAMPA_VOWELS, TIMIT_VOWELS, read_lab, read_phn
 from convrepro.data.speech.tokens import (
@@ -21,6 +20,7 @@ from convrepro.data.speech.tokens import (
     tokens_from_timit,
     write_table,
 )
+from convrepro.errors import DataError
 
 from .conftest import require_data
 

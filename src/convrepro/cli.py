@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from convrepro.data.errors import DataError
 from convrepro.data.paths import DEFAULT_ROOT
+from convrepro.errors import DataError
 
 
 def _root(value: str | None) -> Path:

@@ -1,17 +1,29 @@
-"""Checks on a composed config, run before any data is read or any run is created.
+"""The project's config: its OmegaConf resolvers, and checks on a composed config.
 
-Hydra already rejects unknown groups (``optim=adamm``: it lists the available options) and
-unknown keys (the config is in struct mode).  These rules catch values of the right key
-but the wrong type or range, each naming the key and what is allowed.
+Every entry point that composes a config calls ``register_resolvers()`` first (nothing is
+registered as a side effect of an import).  Hydra already rejects unknown groups
+(``optim=adamm``: it lists the available options) and unknown keys (the config is in struct
+mode); ``validate`` catches values of the right key but the wrong type or range, each
+naming the key and what is allowed, before any data is read or any run is created.
 """
 
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from convrepro.errors import ConfigError
+from convrepro.paths import PROJECT_ROOT
 
-class ConfigError(ValueError):
-    """A config key has a value that cannot work."""
+RESOLVERS = {
+    "project_root": lambda: str(PROJECT_ROOT),   # ${project_root:}: outputs and stores beside the checkout
+    "div": lambda a, b: float(a) / float(b),     # ${div:a,b}: e.g. a learning rate per pattern
+}
+
+
+def register_resolvers() -> None:
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def _get(cfg: DictConfig, key: str):

@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 
 
 def _check(folder: str, key: str) -> None:
-    from convrepro.tracking.recorder import check_writable
-    from convrepro.tracking.store import TrackingError
+    from convrepro.errors import TrackingError
+    from convrepro.tracking.runs import check_writable
 
     try:
         check_writable(Path(folder))

@@ -11,7 +11,6 @@ the error as a tag) or KILLED (Ctrl-C), never RUNNING.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -22,17 +21,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from convrepro.config import ConfigError, validate
-from convrepro.data.errors import DataError
-from convrepro.paths import CONF_DIR, PROJECT_ROOT
-from convrepro.tracking.store import TrackingError
-
-if not OmegaConf.has_resolver("project_root"):
-    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
-if not OmegaConf.has_resolver("div"):
-    OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
-
-USER_ERRORS = (ConfigError, DataError, TrackingError)
+from convrepro.config import register_resolvers, validate
+from convrepro.errors import USER_ERRORS, ConfigError
+from convrepro.paths import CONF_DIR
 
 
 def build(cfg: DictConfig):
@@ -84,106 +75,59 @@ def is_global_zero() -> bool:
     return all(int(os.environ.get(var) or 0) == 0 for var in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"))
 
 
-def run_replica(cfg: DictConfig) -> dict[str, float]:
-    """A DDP process other than rank 0: the same training, no tracking (rank 0 records the run)."""
+def make_trainer(cfg: DictConfig, checkpoint_dir: Path, logger=False, output_dir: Path | None = None):
+    """The Trainer of every process of a run (only rank 0 passes a logger), with its pass checkpoint."""
     from convrepro.training.callbacks import PassCheckpoint
 
-    datamodule, _, task = build(cfg)
-    # Only rank 0 writes checkpoints; the others need a folder name for the collective call.
-    run_id = os.environ.get("CONVREPRO_RUN_ID", "replica")
-    from convrepro.tracking import recorder
+    # Every pass ends with a checkpoint (weights, optimizer, loop position, RNG, history).
+    checkpoint = PassCheckpoint(checkpoint_dir, cfg.training.checkpoint_every_n_steps)
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
+                         callbacks=[checkpoint], default_root_dir=output_dir, enable_checkpointing=False)
+    return trainer, checkpoint
 
-    resume_ckpt = None
-    if cfg.resume:
-        from mlflow.tracking import MlflowClient
 
-        from convrepro.tracking.store import resolve_uri
+def train_and_evaluate(cfg: DictConfig, trainer: pl.Trainer, task, datamodule, model, resume_ckpt):
+    """Fit, then the end-of-run evaluation on the same accelerator (every process takes part)."""
+    from convrepro.training.final_evaluation import evaluate
 
-        client = MlflowClient(resolve_uri(cfg.logger.tracking_uri, PROJECT_ROOT))
-        experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
-        _, resume_ckpt = recorder.find_resumable(client, experiment.experiment_id, cfg)
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=False,
-                         callbacks=[PassCheckpoint(recorder.checkpoint_dir(run_id),
-                                                   cfg.training.checkpoint_every_n_steps)],
-                         enable_checkpointing=False)
+    # Our own checkpoint holds RNG states (numpy, python): not loadable with weights_only.
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=False)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    return evaluate(trainer, model, datamodule, len(datamodule.class_names),
+                    channels_last=bool(cfg.training.get("channels_last", False)))
+
+
+def run_replica(cfg: DictConfig, datamodule, model, task) -> dict[str, float]:
+    """A DDP process other than rank 0: the same training and evaluation, nothing recorded."""
+    from convrepro.tracking.lifecycle import RUN_ID_ENV, resume_checkpoint
+    from convrepro.tracking.runs import checkpoint_dir
+
+    # Only rank 0 writes checkpoints; the others need a folder name for the collective call.
+    trainer, _ = make_trainer(cfg, checkpoint_dir(os.environ.get(RUN_ID_ENV, "replica")))
+    train_and_evaluate(cfg, trainer, task, datamodule, model, resume_checkpoint(cfg))
     return {}
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    from mlflow.tracking import MlflowClient
-    from pytorch_lightning.loggers import MLFlowLogger
-
     from convrepro.report.paper import print_run_table
     from convrepro.tracking import recorder
-    from convrepro.tracking.store import resolve_uri
-    from convrepro.training.callbacks import PassCheckpoint, lock_directory
+    from convrepro.tracking.lifecycle import tracked_run
 
-    if not is_global_zero():
-        return run_replica(cfg)
     datamodule, model, task = build(cfg)
-    uri = resolve_uri(cfg.logger.tracking_uri, PROJECT_ROOT)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    recorder.check_writable(output_dir)
-
-    hc = HydraConfig.get()
-    run_name = f"{cfg.name}-{cfg.variant}-{hc.runtime.choices.get('optim', 'optim')}-seed{cfg.seed}"
-    experiment_id = recorder.ensure_experiment(uri, cfg.logger.experiment_name, cfg.logger.artifact_root)
-    resume_id, resume_ckpt = None, None
-    if cfg.resume:
-        resume_id, resume_ckpt = recorder.find_resumable(MlflowClient(uri), experiment_id, cfg)
-    logger = MLFlowLogger(experiment_name=cfg.logger.experiment_name, run_name=run_name, tracking_uri=uri,
-                          tags=None if resume_id else recorder.run_tags(cfg, datamodule, hc, MlflowClient(uri),
-                                                                        experiment_id), log_model=False,
-                          run_id=resume_id)
-    logger._experiment_id = experiment_id
-    client, run_id = logger.experiment, logger.run_id
-    # Before the run is touched: another process may be continuing it right now.
-    lock = lock_directory(recorder.checkpoint_dir(run_id))
-    status = "FAILED"
-    try:
-        if resume_id:  # the same run continues: params and counts are already there
-            client.update_run(run_id, "RUNNING")
-            client.set_tag(run_id, "resumed", f"from {resume_ckpt}")
-        else:
-            recorder.log_config(client, run_id, cfg, output_dir)
-            recorder.log_counts(client, run_id, datamodule)
-            client.set_tag(run_id, "checkpoint.dir", str(recorder.checkpoint_dir(run_id)))
-        # Every pass ends with a checkpoint (weights, optimizer, loop position, RNG, history).
-        checkpoint = PassCheckpoint(recorder.checkpoint_dir(run_id), cfg.training.checkpoint_every_n_steps)
-        os.environ["CONVREPRO_RUN_ID"] = run_id  # DDP processes Lightning starts inherit it
-        trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
-                             callbacks=[checkpoint], default_root_dir=output_dir, enable_checkpointing=False)
-        # Our own checkpoint holds RNG states (numpy, python): not loadable with weights_only.
-        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=False)
-        if trainer.interrupted:
-            status = "KILLED"
-            raise KeyboardInterrupt
+    if not is_global_zero():
+        return run_replica(cfg, datamodule, model, task)
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    with tracked_run(cfg, datamodule, hydra_cfg, output_dir) as tracked:
+        trainer, checkpoint = make_trainer(cfg, tracked.checkpoint_dir, tracked.logger, output_dir)
+        results = train_and_evaluate(cfg, trainer, task, datamodule, model, tracked.resume_checkpoint)
         if trainer.world_size > 1:
-            digests = task.replica_digests
-            client.set_tag(run_id, "ddp.world_size", str(trainer.world_size))
-            client.set_tag(run_id, "ddp.replica_weight_digests", " ".join(f"{d:.17g}" for d in digests))
-            client.set_tag(run_id, "ddp.replicas_identical", str(len(set(digests)) == 1).lower())
-        final = recorder.finish(client, run_id, task, datamodule, model, cfg, output_dir,
-                                total_seconds=task.elapsed(),
-                                checkpoint=checkpoint.path)
-        status = "FINISHED"
-    except (KeyboardInterrupt, SystemExit) as err:
-        # Ctrl-C: Lightning shuts down gracefully, then exits; SIGTERM: Lightning raises
-        # SIGTERMException, an exit with status 0.  Either way the run was killed, not failed,
-        # and the process must not report success.
-        status = "KILLED"
-        client.set_tag(run_id, "error", f"interrupted ({type(err).__name__})")
-        if isinstance(err, SystemExit) and not err.code:
-            raise SystemExit(128 + signal.SIGTERM) from None
-        raise
-    except BaseException as err:
-        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
-        raise
-    finally:
-        client.set_terminated(run_id, status)
-        lock.close()
-    print_run_table(cfg.name, final, f"{run_name}, run {run_id}")
+            recorder.record_replicas(tracked.client, tracked.run_id, task.replica_digests)
+        final = recorder.record_final(tracked.client, tracked.run_id, task.history, results,
+                                      datamodule.class_names, model, cfg, output_dir,
+                                      total_seconds=task.elapsed(), checkpoint=checkpoint.path)
+    print_run_table(cfg.name, final, f"{tracked.name}, run {tracked.run_id}")
     return final
 
 
@@ -201,6 +145,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    register_resolvers()
     _hydra_main()
 
 

@@ -11,26 +11,44 @@ from .usps import USPS
 
 
 class ClassificationDataModule(pl.LightningDataModule):
-    """What the generic task needs from every paper's data.
+    """What the generic task and the end-of-run evaluation may ask of every paper's data.
 
-    ``eval_names`` lists the sets evaluated after every pass (validation loader index i is
-    ``eval_names[i]``); ``files`` maps data files to their checksums (the run's fingerprint);
-    ``class_names`` labels the confusion matrix.
+    After every pass the task evaluates ``eval_names`` (validation loader index i is
+    ``eval_names[i]``).  At the end of the run the evaluation stage reads the class
+    attributes below, which each data module sets to its paper's answer, and the loaders
+    they name; nothing else is probed.
     """
 
     eval_names: list[str]
     class_names: list[str]
+    final_eval: str = "test"          # the set the end-of-run analyses (confusion matrix...) use
+    report_rejection: bool = True     # LeCun et al.'s error-versus-rejection figure applies
+    ten_crop: bool = False            # Krizhevsky et al.'s 10-crop test: ten_crop_dataloader()
+    shifts: tuple[int, ...] = ()      # Waibel et al.'s shift curve: shifted_dataloader(name, s) per s
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.problems: list[str] = []  # files dropped as unreadable, for the run's record
 
     @property
     def files(self) -> dict[str, str]:
+        """Data files and their checksums (the run's fingerprint)."""
+        raise NotImplementedError
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Examples per class and split, for the run's record."""
         raise NotImplementedError
 
     def eval_dataloader(self, name: str) -> DataLoader:
         return self.val_dataloader()[self.eval_names.index(name)]
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Examples per class and split, for the run's record."""
-        raise NotImplementedError
+    def ten_crop_dataloader(self) -> DataLoader:
+        """Batches (B, 10, C, h, w): the four corners, the centre and their mirror images."""
+        raise NotImplementedError(f"{type(self).__name__} has no 10-crop test (ten_crop is False)")
+
+    def shifted_dataloader(self, name: str, shift: int) -> DataLoader:
+        """Evaluation set ``name`` with every input displaced by ``shift`` steps."""
+        raise NotImplementedError(f"{type(self).__name__} has no shifted evaluation (shifts is empty)")
 
 
 class _Transformed(Dataset):
@@ -104,6 +122,3 @@ class USPSDataModule(ClassificationDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         return [DataLoader(self._train, batch_size=self.eval_batch_size),
                 DataLoader(self.test_set, batch_size=self.eval_batch_size)]
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=self.eval_batch_size)

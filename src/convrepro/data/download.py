@@ -12,7 +12,8 @@ from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from .errors import DataError
+from convrepro.errors import DataError
+
 from .integrity import file_digest
 
 

@@ -14,7 +14,8 @@ import os
 import threading
 from pathlib import Path
 
-from .errors import DataError
+from convrepro.errors import DataError
+
 from .paths import cache_dir
 
 _LOCK = threading.Lock()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import DataError
+from convrepro.errors import DataError
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from convrepro.errors import DataError
+
 from .download import fetch
-from .errors import DataError
 from .integrity import verify
 from .paths import data_root
 

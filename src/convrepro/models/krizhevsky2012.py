@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from convrepro import nn as cnn
+from convrepro.nn.functional import output_size
 
 LAYERS = ("convrepro", "torch")
 INITS = ("paper", "he")
@@ -43,10 +44,6 @@ def _lrn(layers, size=5, alpha=1e-4, beta=0.75, k=2.0):
     if layers == "torch":
         return nn.LocalResponseNorm(size, alpha * size, beta, k)
     return cnn.LocalResponseNorm(size, alpha, beta, k)
-
-
-def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 class AlexNet(nn.Module):
@@ -81,16 +78,15 @@ class AlexNet(nn.Module):
         # The spatial size after each stage: checked here so that a too-small input fails
         # with the layer it does not fit instead of a shape error deep in the forward pass.
         sizes = {"input": input_size}
-        s = conv_output_size(input_size, 11, 4, conv1_padding)
+        s = output_size(input_size, 11, 4, conv1_padding)
         sizes["conv1"] = s
         for name, op in (("pool1", (pool_kernel, pool_stride, 0)), ("conv2", (5, 1, 2)),
                          ("pool2", (pool_kernel, pool_stride, 0)), ("conv3", (3, 1, 1)),
                          ("conv4", (3, 1, 1)), ("conv5", (3, 1, 1)), ("pool5", (pool_kernel, pool_stride, 0))):
-            s = conv_output_size(s, *op)
+            s = output_size(s, *op)
             if s < 1:
                 raise ValueError(f"input_size={input_size} is too small: nothing is left after {name}")
             sizes[name] = s
-        self.sizes = sizes
 
         self.conv1 = _conv(layers, 3, c1, 11, stride=4, padding=conv1_padding)
         self.norm1 = _lrn(layers) if lrn else nn.Identity()

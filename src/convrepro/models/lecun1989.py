@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from convrepro import nn as cnn
+from convrepro.nn.functional import output_size
 
 from .activations import nonlinearity as make_nonlinearity
 
@@ -58,7 +59,7 @@ class FeatureMaps(nn.Module):
         self.conv = cnn.Conv2d(in_maps, out_maps, kernel, stride=stride, padding=pad,
                                pad_value=-1.0, bias=None, connection_table=table)
         self.decimate = cnn.DecimationPool2d(step) if subsampling == "decimation" else None
-        size = (input_size + 2 * pad - kernel) // step + 1
+        size = output_size(input_size, kernel, step, pad)
         self.bias = nn.Parameter(torch.zeros(out_maps, size, size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from torch import nn
 
 from . import functional as lf
 from .functional import _checks
+from .functional.sizes import output_size
 
 BIAS_KINDS = ("map", "unit", None)
 
@@ -69,7 +70,7 @@ class _ConvNd(nn.Module):
             padded = tuple(s + 2 * p for s, p in zip(size, _as_tuple(padding, n, "padding"), strict=True))
             _checks.window_fits(padded, kernel, "padded input", "kernel")
             self.output_size = tuple(
-                (p - k) // s + 1
+                output_size(p, k, s)
                 for p, k, s in zip(padded, kernel, _as_tuple(stride, n, "stride"), strict=True)
             )
         if bias == "unit":

@@ -21,14 +21,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import yaml  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from convrepro.paths import EXPERIMENTS_DIR, PROJECT_ROOT  # noqa: E402
 from convrepro.tracking.store import add_uri_argument
 
 from .collect import Group, best_run, groups_for  # noqa: E402
-from .paper import paper_metrics, verdict  # noqa: E402
+from .paper import load_paper, verdict  # noqa: E402
 
 RUN_FIGURES = ("confusion_test.png", "confusion_val.png", "rejection_test.png", "shift_invariance.png",
                "first_layer_kernels.png")
@@ -36,14 +35,6 @@ RUN_FIGURES = ("confusion_test.png", "confusion_val.png", "rejection_test.png", 
 
 def papers() -> list[str]:
     return sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/paper.yaml"))
-
-
-def _paper_yaml(experiment: str) -> dict:
-    return yaml.safe_load((EXPERIMENTS_DIR / experiment / "paper.yaml").read_text())
-
-
-def _curves(experiment: str) -> list[str]:
-    return _paper_yaml(experiment).get("curves", [])
 
 
 def seed_curves(client: MlflowClient, group: Group, keys: list[str], path: Path, title: str) -> Path | None:
@@ -95,7 +86,8 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
     body = []
     written: dict = {}
     for experiment in selected or papers():
-        citation, metrics = paper_metrics(experiment)
+        paper = load_paper(experiment)
+        citation, metrics, primary = paper.citation, paper.metrics, paper.primary
         groups = groups_for(client, experiment, [m.key for m in metrics])
         md.append(f"\n## {citation}\n")
         body.append(f"<h2>{html.escape(citation)}</h2>")
@@ -103,7 +95,6 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
             md.append("No finished runs yet.\n")
             body.append("<p>No finished runs yet.</p>")
             continue
-        primary = _paper_yaml(experiment).get("primary", metrics[0].key)
         for group in groups:
             best = best_run(group, primary)
             written.setdefault(experiment, {})[group.key] = {"runs": [r.info.run_id for r in group.runs],
@@ -126,7 +117,7 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
             body.append(_html_table(["measure", "paper", "reproduction mean ± sd (n)", "min", "max", "verdict"],
                                     rows))
             pictures = []
-            curve = seed_curves(client, group, _curves(experiment), figures / f"{experiment}_{group.key}_curves.png",
+            curve = seed_curves(client, group, paper.curves, figures / f"{experiment}_{group.key}_curves.png",
                                 f"{experiment} {group.key}: every seed")
             if curve:
                 pictures.append(curve)

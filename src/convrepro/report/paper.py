@@ -20,12 +20,26 @@ class PaperMetric:
     goal_max: float | None = None  # or: a reproduction at or below this meets the goal
 
 
+@dataclass
+class Paper:
+    """``experiments/<paper>/paper.yaml``: the paper's reported numbers and how to show them."""
+
+    citation: str
+    metrics: list[PaperMetric]
+    primary: str        # the metric that picks a group's best run
+    curves: list[str]   # metrics drawn per pass for every seed
+
+
+def load_paper(experiment: str) -> Paper:
+    data = yaml.safe_load((EXPERIMENTS_DIR / experiment / "paper.yaml").read_text())
+    metrics = [PaperMetric(m["key"], m["label"], m.get("paper"), m.get("tolerance"), m.get("goal_max"))
+               for m in data["metrics"]]
+    return Paper(data["citation"], metrics, data.get("primary", metrics[0].key), data.get("curves", []))
+
+
 def paper_metrics(experiment: str) -> tuple[str, list[PaperMetric]]:
-    path = EXPERIMENTS_DIR / experiment / "paper.yaml"
-    data = yaml.safe_load(path.read_text())
-    return data["citation"], [PaperMetric(m["key"], m["label"], m.get("paper"), m.get("tolerance"),
-                                         m.get("goal_max"))
-                              for m in data["metrics"]]
+    paper = load_paper(experiment)
+    return paper.citation, paper.metrics
 
 
 def verdict(metric: PaperMetric, value: float | None) -> str:

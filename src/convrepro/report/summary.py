@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
+from convrepro.tracking.statistics import Summary, summarise
+
 
 @dataclass
-class Aggregate:
-    n: int
-    mean: float
-    sd: float
-    minimum: float
-    maximum: float
+class Aggregate(Summary):
     run_ids: list[str]
 
     def __str__(self) -> str:
@@ -46,12 +41,8 @@ def aggregate(runs, metrics: list[str]) -> dict[str, dict[str, Aggregate]]:
     for key, members in sorted(groups.items()):
         table[key] = {}
         for metric in metrics:
-            pairs = [(r.data.metrics[metric], r.info.run_id) for r in members if metric in r.data.metrics]
-            values = [v for v, _ in pairs if math.isfinite(v)]
-            if not values:
-                continue
-            table[key][metric] = Aggregate(
-                n=len(values), mean=statistics.fmean(values),
-                sd=statistics.stdev(values) if len(values) > 1 else 0.0,
-                minimum=min(values), maximum=max(values), run_ids=[r for _, r in pairs])
+            scored = [r for r in members if metric in r.data.metrics]
+            summary = summarise(r.data.metrics[metric] for r in scored)
+            if summary is not None:
+                table[key][metric] = Aggregate(**vars(summary), run_ids=[r.info.run_id for r in scored])
     return table

@@ -9,14 +9,18 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from convrepro.errors import TrackingError
+from convrepro.paths import PROJECT_ROOT
 
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used: malformed URI, server unreachable, store not writable."""
+
+def default_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the project's embedded SQLite store (``<project>/mlflow.db``)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
-def resolve_uri(configured: str | None, project_root: Path) -> str:
-    """Config value, else ``$MLFLOW_TRACKING_URI``, else the project's embedded SQLite store."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root / 'mlflow.db'}"
+def resolve_uri(configured: str | None = None) -> str:
+    """The config value (``logger.tracking_uri``), else the default; checked."""
+    uri = configured or default_uri()
     check(uri)
     return uri
 
@@ -60,8 +64,5 @@ def check(uri: str, timeout: float = 5.0) -> None:
 
 def add_uri_argument(parser) -> None:
     """``--uri`` for the command-line tools: $MLFLOW_TRACKING_URI, else the project's store."""
-    from convrepro.paths import PROJECT_ROOT
-
-    default = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
-    parser.add_argument("--uri", default=default,
+    parser.add_argument("--uri", default=default_uri(),
                         help="tracking URI (default: $MLFLOW_TRACKING_URI or the project's mlflow.db)")

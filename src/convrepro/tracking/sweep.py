@@ -11,10 +11,8 @@ finished children, and the sweep's overrides.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
-import statistics
 import time
 from typing import Any
 
@@ -22,7 +20,9 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from convrepro.paths import PROJECT_ROOT
+from convrepro.tracking.runs import ensure_experiment
+from convrepro.tracking.statistics import summarise
+from convrepro.tracking.store import resolve_uri
 
 PARENT_ENV = "CONVREPRO_PARENT_RUN_ID"
 
@@ -33,10 +33,7 @@ class SweepParentRun(Callback):
         self.parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from convrepro.tracking.recorder import ensure_experiment
-        from convrepro.tracking.store import resolve_uri
-
-        uri = resolve_uri(config.logger.tracking_uri, PROJECT_ROOT)
+        uri = resolve_uri(config.logger.tracking_uri)
         experiment_id = ensure_experiment(uri, config.logger.experiment_name, config.logger.artifact_root)
         self.client = MlflowClient(uri)
         overrides = " ".join(config.hydra.overrides.task)
@@ -65,21 +62,10 @@ class SweepParentRun(Callback):
 
 def aggregate(runs) -> dict[str, float]:
     """``<metric>/mean``, ``/sd`` and ``/n`` over the runs' final values of each metric."""
-    values: dict[str, list[float]] = {}
-    for run in runs:
-        for key, value in run.data.metrics.items():
-            if math.isfinite(value):
-                values.setdefault(key, []).append(value)
+    keys = sorted({key for run in runs for key in run.data.metrics})
     out = {}
-    for key, vals in values.items():
-        out[f"{key}/mean"] = statistics.fmean(vals)
-        out[f"{key}/sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        out[f"{key}/n"] = float(len(vals))
+    for key in keys:
+        summary = summarise(run.data.metrics[key] for run in runs if key in run.data.metrics)
+        if summary is not None:
+            out.update({f"{key}/mean": summary.mean, f"{key}/sd": summary.sd, f"{key}/n": float(summary.n)})
     return out
-
-
-def parent_of_job(client: MlflowClient, experiment_id: str, sweep_dir: str) -> str | None:
-    """The id of the running sweep parent tagged with this job's sweep folder, if any."""
-    runs = client.search_runs([experiment_id], f"tags.sweep = 'parent' and tags.`sweep.dir` = '{sweep_dir}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].info.run_id if runs else None

@@ -15,11 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from convrepro.tracking.store import TrackingError
-
-
-class CheckpointInUse(TrackingError):
-    """Another process is writing this run's checkpoints."""
+from convrepro.errors import CheckpointInUse
 
 
 def lock_directory(dirpath: Path):

@@ -13,8 +13,9 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
+from convrepro.errors import DataError
+
 from ..datamodules import ClassificationDataModule
-from ..errors import DataError
 from ..integrity import verify_files
 from ..paths import data_root
 from . import transforms
@@ -53,7 +54,6 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.train_subset, self.val_subset = train_subset, val_subset
         self.check_images, self.verify_checksums, self.ten_crop = check_images, verify_checksums, ten_crop
         self.eval_names = ["val"]
-        self.problems: list[str] = []
         self._ready = False
 
     # ---- files ---------------------------------------------------------------------------

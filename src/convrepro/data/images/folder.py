@@ -21,7 +21,8 @@ from torch.utils.data.dataloader import default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 
-from ..errors import DataError
+from convrepro.errors import DataError
+
 from ..paths import cache_dir
 
 log = logging.getLogger(__name__)

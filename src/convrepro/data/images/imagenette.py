@@ -15,8 +15,9 @@ from pathlib import Path
 
 from torchvision.datasets import Imagenette
 
+from convrepro.errors import DataError
+
 from ..download import extract, fetch, write_manifest
-from ..errors import DataError
 
 SIZES = {"full": "full", "320": "320px", "160": "160px"}
 

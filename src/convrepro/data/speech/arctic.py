@@ -17,8 +17,9 @@ from pathlib import Path
 
 import soundfile
 
+from convrepro.errors import DataError
+
 from ..download import extract, fetch, write_manifest
-from ..errors import DataError
 
 SPEAKERS = ("awb", "bdl", "clb", "jmk", "ksp", "rms", "slt")
 BASE_URL = "http://festvox.org/cmu_arctic/packed/"

@@ -9,8 +9,9 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from convrepro.errors import DataError
+
 from ..datamodules import ClassificationDataModule
-from ..errors import DataError
 from ..integrity import verify_files
 from ..paths import data_root
 from .features import FeatureConfig, TokenFeatures, cached_extract, normalise
@@ -49,6 +50,7 @@ class TokenWindows(Dataset):
 class SpeechDataModule(ClassificationDataModule):
     class_names = list(CLASSES)
     report_rejection = False  # LeCun's error-versus-rejection figure means nothing for 3 classes
+    shifts = tuple(range(-3, 4))  # Waibel et al.'s claim: still right when the window moves 3 frames
 
     def __init__(self, root: str | None = None, corpus: str = "fraser", speaker: str = "fraser",
                  tokens: str | None = None, features: dict | None = None, normalisation: str = "per_token",
@@ -76,7 +78,6 @@ class SpeechDataModule(ClassificationDataModule):
         self.staged_tokens_per_class, self.staged_passes = staged_tokens_per_class, staged_passes
         self.eval_names = ["train", "val", "test"]
         self._ready = False
-        self.problems: list[str] = []
 
     # ---- tokens ------------------------------------------------------------------------
     def _corpus_folder(self) -> Path:

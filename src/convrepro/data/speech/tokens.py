@@ -21,7 +21,8 @@ from pathlib import Path
 
 import soundfile
 
-from ..errors import DataError
+from convrepro.errors import DataError
+
 from .labels import FESTVOX_VOWELS, SAMPA_VOWELS, TIMIT_VOWELS, LabelError, onsets, read_lab, read_phn
 
 COLUMNS = ("audio_path", "label", "anchor_seconds", "speaker", "corpus", "split")

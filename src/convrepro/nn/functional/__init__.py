@@ -15,9 +15,10 @@ from .pool import (
     max_pool1d,
     max_pool2d,
 )
+from .sizes import output_size
 
 __all__ = [
     "AveragePooling2d", "LargeConvolution2d", "SmallConvolution2d", "DecimationPooling2d", "LocalResponseNormalisation",
     "MaxPooling2d", "avg_pool1d", "avg_pool2d", "conv1d", "conv2d", "decimation_pool1d",
-    "decimation_pool2d", "local_response_norm", "max_pool1d", "max_pool2d",
+    "decimation_pool2d", "local_response_norm", "max_pool1d", "max_pool2d", "output_size",
 ]

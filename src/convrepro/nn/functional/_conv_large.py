@@ -15,6 +15,7 @@ import torch
 from torch.autograd import Function
 
 from ._columns import bias_gradient, output_from_columns
+from .sizes import output_size
 
 _SCRATCH = threading.local()
 
@@ -51,7 +52,7 @@ def _padded_channels_last(x: torch.Tensor, ph: int, pw: int, value: float) -> to
 def _columns(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int) -> torch.Tensor:
     """im2col into a workspace: (G, N*Ho*Wo, kh*kw*Cg), row r the receptive field of position r."""
     n, hp, wp, c = xp.shape
-    ho, wo, cg = (hp - kh) // sh + 1, (wp - kw) // sw + 1, c // groups
+    ho, wo, cg = output_size(hp, kh, sh), output_size(wp, kw, sw), c // groups
     # One workspace per column shape, so that a layer's columns usually survive until its
     # backward (which checks, by the buffer's version counter, that nobody overwrote them).
     cols = _workspace(("columns", groups, n, ho, wo, kh, kw, cg), (groups, n, ho, wo, kh, kw, cg), xp)
@@ -82,7 +83,7 @@ class LargeConvolution2d(Function):
         d, cg, kh, kw = weight.shape
         (sh, sw), (ph, pw) = stride, padding
         xp = _padded_channels_last(x, ph, pw, pad_value)
-        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
         cols = _columns(xp, kh, kw, sh, sw, groups)
         kmat = _kernel_matrix(weight, groups)
         out = output_from_columns(cols, kmat, bias, n, ho, wo)

@@ -20,6 +20,7 @@ import torch
 from torch.autograd import Function
 
 from ._columns import bias_gradient, output_from_columns
+from .sizes import output_size
 
 # Below this many column entries (an 8 MB index) the gather path is used.
 SMALL_COLUMNS = 1 << 20
@@ -30,7 +31,7 @@ def gather_index(shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw
                  groups: int, device: torch.device) -> torch.Tensor:
     """(G, N*Ho*Wo, Cg*kh*kw) positions in the flat channels-last input; the frame reads slot N*H*W*C."""
     n, c, h, w = shape
-    ho, wo, cg = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1, c // groups
+    ho, wo, cg = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw), c // groups
 
     def axis(values, dim):
         view = [1] * 7
@@ -54,7 +55,7 @@ class SmallConvolution2d(Function):
         n, c, h, w = x.shape
         d, cg, kh, kw = weight.shape
         (sh, sw), (ph, pw) = stride, padding
-        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
         index = gather_index((n, c, h, w), kh, kw, sh, sw, ph, pw, groups, x.device)
         source = torch.cat([x.permute(0, 2, 3, 1).reshape(-1), x.new_full((1,), pad_value)])
         cols = source[index]  # (G, M, Cg*kh*kw)

@@ -28,6 +28,7 @@ import torch
 from . import _checks
 from ._conv_large import LargeConvolution2d
 from ._conv_small import SMALL_COLUMNS, SmallConvolution2d
+from .sizes import output_size
 
 
 def conv2d(
@@ -54,7 +55,7 @@ def conv2d(
     _check_groups(x.shape[1], weight, groups)
     padded = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
     _checks.window_fits(padded, tuple(weight.shape[2:]), "padded input", "kernel")
-    out_size = tuple((p - k) // s + 1 for p, k, s in zip(padded, weight.shape[2:], stride, strict=True))
+    out_size = tuple(output_size(p, k, s) for p, k, s in zip(padded, weight.shape[2:], stride, strict=True))
     _check_bias(bias, weight.shape[0], out_size)
     n_cols = x.shape[0] * out_size[0] * out_size[1] * weight.shape[1] * groups * weight.shape[2] * weight.shape[3]
     impl = SmallConvolution2d if n_cols < SMALL_COLUMNS else LargeConvolution2d

@@ -18,12 +18,13 @@ import torch
 from torch.autograd import Function
 
 from . import _checks
+from .sizes import output_size
 
 
 def _windows(x: torch.Tensor, kh: int, kw: int, sh: int, sw: int) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, Ho, Wo, kh, kw) view of every pooling window, no copy."""
     n, c, h, w = x.shape
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    ho, wo = output_size(h, kh, sh), output_size(w, kw, sw)
     s_n, s_c, s_h, s_w = x.stride()
     return x.as_strided((n, c, ho, wo, kh, kw), (s_n, s_c, sh * s_h, sw * s_w, s_h, s_w))
 

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
+from convrepro.config import register_resolvers
 from convrepro.paths import CONF_DIR, PROJECT_ROOT
 from convrepro.tracking.params import flatten
 from convrepro.tracking.provenance import git_state, library_versions
@@ -47,8 +48,7 @@ def composed(overrides: list[str]) -> dict[str, str]:
     """Today's config for these overrides, flattened like the params (paths left out)."""
     from hydra import compose, initialize_config_dir
 
-    import convrepro.train  # noqa: F401  (registers the project's resolvers)
-
+    register_resolvers()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     with open_dict(cfg):

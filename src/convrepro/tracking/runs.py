@@ -1,0 +1,90 @@
+"""Run identity and lookup: which experiment, which run to continue, where its checkpoints live."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from convrepro.errors import ConfigError, TrackingError
+from convrepro.paths import PROJECT_ROOT
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise TrackingError(f"output directory {folder} is not writable ({err.strerror}); "
+                            f"set hydra.run.dir (or paths.root) to a writable folder") from None
+
+
+def ensure_experiment(uri: str, name: str, artifact_root: str) -> str:
+    """The experiment's id, creating it with artifacts beside the embedded store if new."""
+    client = MlflowClient(uri)
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if uri.startswith("sqlite:"):
+        location = Path(artifact_root, name).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Created by a parallel job between our lookup and our create.
+        return client.get_experiment_by_name(name).experiment_id
+
+
+# Keys that do not change what a run computes: a resumed run may differ in them.
+_NOT_PART_OF_THE_RUN = ("resume", "trainer.enable_progress_bar", "data.progress", "paths.output_dir")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in _NOT_PART_OF_THE_RUN:
+        *parents, leaf = dotted.split(".")
+        node = resolved
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def checkpoint_dir(run_id: str) -> Path:
+    return PROJECT_ROOT / "checkpoints" / run_id
+
+
+def find_resumable(client: MlflowClient, experiment_id: str, cfg: DictConfig) -> tuple[str, Path]:
+    """The run ``resume=`` names (``auto``: the latest unfinished run of this config) and its checkpoint."""
+    if cfg.resume == "auto":
+        runs = client.search_runs([experiment_id], f"tags.`config.hash` = '{config_hash(cfg)}' and "
+                                  "attributes.status != 'FINISHED'", order_by=["attributes.start_time DESC"])
+        if not runs:
+            raise ConfigError(f"resume=auto: no unfinished run of this configuration in experiment "
+                              f"{cfg.logger.experiment_name}; start it without resume")
+        run = runs[0]
+    else:
+        try:
+            run = client.get_run(str(cfg.resume))
+        except mlflow.exceptions.MlflowException:
+            raise ConfigError(f"resume={cfg.resume}: no such run in the tracking store") from None
+        if run.info.status == "FINISHED":
+            raise ConfigError(f"resume={cfg.resume}: that run FINISHED; nothing to resume")
+    ckpt = checkpoint_dir(run.info.run_id) / "last.ckpt"
+    if not ckpt.is_file():
+        raise ConfigError(f"resume={cfg.resume}: run {run.info.run_id} has no checkpoint at {ckpt} "
+                          f"(it died before its first pass ended); start it again without resume")
+    return run.info.run_id, ckpt
+
+
+def parent_of_job(client: MlflowClient, experiment_id: str, sweep_dir: str) -> str | None:
+    """The id of the running sweep parent tagged with this job's sweep folder, if any."""
+    runs = client.search_runs([experiment_id], f"tags.sweep = 'parent' and tags.`sweep.dir` = '{sweep_dir}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
