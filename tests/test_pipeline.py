@@ -106,6 +106,8 @@ def test_artifacts_config_hydra_plots_checkpoint(tiny_run):
     ("model.nonlinearty=tanh", "Could not override 'model.nonlinearty'"),
     ("experiment=lecun1898", "Could not find 'experiment/lecun1898'"),
     ("optim.lr=fast", "optim.lr='fast' is not allowed: expected a number > 0"),
+    ("trainer.precision=16-mixed", "trainer.precision=16-mixed needs a GPU (float16 autocast is CUDA's); on a CPU use trainer.precision=bf16-mixed"),
+    ("trainer.precision=8-mixed", "trainer.precision='8-mixed' is not allowed: choose one of 32-true"),
 ])
 def test_config_errors_fail_before_any_run(tmp_path, override, message):
 

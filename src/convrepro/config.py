@@ -53,6 +53,10 @@ def _choice(cfg, key, allowed):
         raise ConfigError(f"{key}={v!r} is not allowed: choose one of {', '.join(map(str, allowed))}")
 
 
+# Lightning's precision settings that the hand-written layers support (see nn/functional/_amp.py).
+PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+
+
 def validate(cfg: DictConfig) -> None:
     from convrepro.models.activations import NONLINEARITIES
     from convrepro.training.losses import LOSSES
@@ -70,6 +74,11 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "model.subsampling", ("stride", "decimation"))
     _choice(cfg, "model.init_fan", ("F", "sqrt_F"))
     _choice(cfg, "trainer.accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))
+    _choice(cfg, "trainer.precision", PRECISIONS)
+    _choice(cfg, "training.matmul_precision", ("highest", "high", "medium"))
+    if _get(cfg, "trainer.accelerator") == "cpu" and str(_get(cfg, "trainer.precision")).startswith("16"):
+        raise ConfigError(f"trainer.precision={_get(cfg, 'trainer.precision')} needs a GPU (float16 autocast "
+                          f"is CUDA's); on a CPU use trainer.precision=bf16-mixed")
     k = _get(cfg, "training.patterns_per_update")
     if k is not None and k > _get(cfg, "data.batch_size"):
         raise ConfigError(f"training.patterns_per_update={k} exceeds data.batch_size="

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -30,6 +31,7 @@ def build(cfg: DictConfig):
     """Everything a run needs, built and checked before the run exists."""
     validate(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision(cfg.training.matmul_precision)
     datamodule = _instantiate("data", cfg.data)
     datamodule.prepare_data()
     model = _instantiate("model", cfg.model)

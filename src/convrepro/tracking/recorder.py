@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -33,6 +34,7 @@ def run_tags(cfg: DictConfig, datamodule, hydra_cfg, client: MlflowClient | None
         "dataset.fingerprint": fingerprint(files),
         "hydra.overrides": " ".join(hydra_cfg.overrides.task) or "(none)",
         "config.hash": config_hash(cfg),
+        "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
         # Who runs it: `convrepro-runs clean` ends RUNNING runs whose process is gone.
         "process.host": socket.gethostname(),
         "process.pid": str(os.getpid()),

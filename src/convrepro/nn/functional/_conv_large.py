@@ -14,6 +14,7 @@ import threading
 import torch
 from torch.autograd import Function
 
+from ._amp import accumulator
 from ._columns import bias_gradient, output_from_columns
 from .sizes import output_size
 
@@ -112,13 +113,13 @@ class LargeConvolution2d(Function):
             dcols = _workspace("column_gradient", (groups, kh * kw * cg, n * ho * wo), grad_out)
             torch.bmm(kmat, g.transpose(1, 2), out=dcols)
             dcols = dcols.view(groups, kh, kw, cg, n, ho, wo)
-            dxp = grad_out.new_zeros(groups, cg, n, h + 2 * ph, w + 2 * pw)
+            dxp = grad_out.new_zeros(groups, cg, n, h + 2 * ph, w + 2 * pw, dtype=accumulator(grad_out.dtype))
             for i in range(kh):
                 for j in range(kw):
                     dxp[:, :, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += dcols[:, i, j]
             # The frame (pad_value) is a constant: its gradient is dropped.
             dxp = dxp.view(c, n, h + 2 * ph, w + 2 * pw)
-            grad_x = dxp[:, :, ph : ph + h, pw : pw + w].permute(1, 0, 2, 3)
+            grad_x = dxp[:, :, ph : ph + h, pw : pw + w].permute(1, 0, 2, 3).to(grad_out.dtype)
         if ctx.needs_input_grad[1]:
             # Correlation of the output gradient with the input gives dL/dw of the flipped
             # kernel; flipping back gives that of the convolution kernel.

@@ -19,6 +19,7 @@ import functools
 import torch
 from torch.autograd import Function
 
+from ._amp import accumulator
 from ._columns import bias_gradient, output_from_columns
 from .sizes import output_size
 
@@ -78,8 +79,10 @@ class SmallConvolution2d(Function):
             # Correlation with the kernel: send dL/dz back through each receptive field,
             # then sum what lands on each input position (the frame's share is dropped).
             dcols = torch.bmm(g, kernel)
-            flat = grad_out.new_zeros(n * h * w * c + 1).index_add_(0, index.view(-1), dcols.reshape(-1))
-            grad_x = flat[:-1].view(n, h, w, c).permute(0, 3, 1, 2)
+            acc = accumulator(grad_out.dtype)
+            flat = grad_out.new_zeros(n * h * w * c + 1, dtype=acc).index_add_(0, index.view(-1),
+                                                                             dcols.reshape(-1).to(acc))
+            grad_x = flat[:-1].view(n, h, w, c).permute(0, 3, 1, 2).to(grad_out.dtype)
         if ctx.needs_input_grad[1]:
             # Correlation of dL/dz with the input: already in the weight's own layout.
             grad_w = torch.bmm(g.transpose(1, 2), cols).view(wshape)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks
+from . import _amp, _checks
 from ._conv_large import LargeConvolution2d
 from ._conv_small import SMALL_COLUMNS, SmallConvolution2d
 from .sizes import output_size
@@ -59,7 +59,14 @@ def conv2d(
     _check_bias(bias, weight.shape[0], out_size)
     n_cols = x.shape[0] * out_size[0] * out_size[1] * weight.shape[1] * groups * weight.shape[2] * weight.shape[3]
     impl = SmallConvolution2d if n_cols < SMALL_COLUMNS else LargeConvolution2d
-    return impl.apply(x, weight, bias, stride, padding, float(pad_value), groups)
+    low = _amp.autocast_dtype(x)
+    if low is None:
+        return impl.apply(x, weight, bias, stride, padding, float(pad_value), groups)
+    # Under autocast: the whole convolution in the lower precision, as cuDNN's (see _amp).
+    x, weight = x.to(low), weight.to(low)
+    bias = None if bias is None else bias.to(low)
+    with _amp.no_autocast(x):
+        return impl.apply(x, weight, bias, stride, padding, float(pad_value), groups)
 
 
 def conv1d(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch.autograd import Function
 
+from . import _amp
+
 
 def _channel_window_sum(t: torch.Tensor, before: int, after: int) -> torch.Tensor:
     """s[:, i] = sum_{j=i-before}^{i+after} t[:, j], with zeros beyond the edges."""
@@ -55,4 +57,9 @@ def local_response_norm(
         raise ValueError(f"input must have rank >= 3 (N, C, ...), got shape {tuple(x.shape)}")
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
-    return LocalResponseNormalisation.apply(x, int(size), float(alpha), float(beta), float(k))
+    args = (int(size), float(alpha), float(beta), float(k))
+    if _amp.autocast_dtype(x) is None and x.dtype not in (torch.float16, torch.bfloat16):
+        return LocalResponseNormalisation.apply(x, *args)
+    # Mixed precision: the sum of squares and the power in float32 (see _amp).
+    with _amp.no_autocast(x):
+        return LocalResponseNormalisation.apply(x.float(), *args).to(x.dtype)

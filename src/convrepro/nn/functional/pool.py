@@ -18,6 +18,7 @@ import torch
 from torch.autograd import Function
 
 from . import _checks
+from ._amp import accumulator
 from .sizes import output_size
 
 
@@ -53,9 +54,10 @@ class MaxPooling2d(Function):
     def backward(ctx, grad_out):
         (winner,) = ctx.saved_tensors
         n, c, h, w = ctx.in_shape
-        grad_x = grad_out.new_zeros(n * c, h * w)
-        grad_x.scatter_add_(1, winner.reshape(n * c, -1), grad_out.reshape(n * c, -1))
-        return grad_x.view(n, c, h, w), None, None
+        acc = accumulator(grad_out.dtype)  # a position that wins overlapping windows sums their gradients
+        grad_x = grad_out.new_zeros(n * c, h * w, dtype=acc)
+        grad_x.scatter_add_(1, winner.reshape(n * c, -1), grad_out.reshape(n * c, -1).to(acc))
+        return grad_x.view(n, c, h, w).to(grad_out.dtype), None, None
 
 
 class AveragePooling2d(Function):
@@ -69,8 +71,8 @@ class AveragePooling2d(Function):
     def backward(ctx, grad_out):
         (n, c, h, w), (kh, kw), (sh, sw) = ctx.geometry
         ho, wo = grad_out.shape[-2:]
-        share = grad_out / (kh * kw)
-        grad_x = grad_out.new_zeros(n, c, h, w)
+        share = grad_out.to(accumulator(grad_out.dtype)) / (kh * kw)
+        grad_x = share.new_zeros(n, c, h, w)
         if (kh, kw) == (sh, sw):  # windows tile the input: one strided write per window
             grad_x[:, :, : ho * kh, : wo * kw] = (
                 share[:, :, :, None, :, None].expand(n, c, ho, kh, wo, kw).reshape(n, c, ho * kh, wo * kw)
@@ -79,7 +81,7 @@ class AveragePooling2d(Function):
             for i in range(kh):
                 for j in range(kw):
                     grad_x[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += share
-        return grad_x, None, None
+        return grad_x.to(grad_out.dtype), None, None
 
 
 class DecimationPooling2d(Function):
