@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -100,3 +101,65 @@ def test_malformed_tracking_uri_and_unwritable_output_are_one_message_each(tmp_p
         if (tmp_path / "mlflow.db").exists():
             _, runs = _runs(tmp_path)
             assert runs == []
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (the DataLoader workers), read from /proc."""
+    out = set()
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.add(int(stat))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_group_signal_mid_pass_with_workers_ends_killed_and_resumes(tmp_path, signum, status):
+    """What `timeout`, SLURM and Kubernetes do (the whole process group, workers included)."""
+    from .test_pipeline_krizhevsky2012 import TINY
+
+    require_data("imagenette2-224")
+    args = (*[a for a in TINY if not a.startswith("data.num_workers")], "data.num_workers=2",
+            "data.train_subset=400", "data.ten_crop=false", "trainer.max_epochs=3", "seed=4")
+    store = tmp_path / "mlflow.db"
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    command = [sys.executable, "-m", "convrepro.train", *args, f"hydra.run.dir={tmp_path}/o"]
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline, workers = time.time() + 180, set()
+    while time.time() < deadline and proc.poll() is None and not (tmp_path / "checkpoints").is_dir():
+        time.sleep(0.5)  # the run's folder exists: set-up (its own decoding workers included) is over
+    while time.time() < deadline and proc.poll() is None and len(workers) < 2:  # training with its workers
+        time.sleep(0.5)
+        workers = _children(proc.pid)
+    assert len(workers) >= 2, f"the run never started its DataLoader workers (exit {proc.poll()})"
+    time.sleep(2)  # some steps into the pass
+    os.killpg(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == status, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("stopped by")]
+    assert len(lines) == 1 and signal.Signals(signum).name in lines[0] and "KILLED" in lines[0]
+    assert "Traceback" not in stderr and "killed by signal" not in stderr
+    time.sleep(1)
+    assert not [w for w in workers if _alive(w)], "DataLoader workers were left behind"
+    client, (run,) = _runs(tmp_path, "krizhevsky2012")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] == f"interrupted ({signal.Signals(signum).name})"
+    if signum == signal.SIGTERM:  # stopped at a step boundary: that step's state was kept
+        assert (tmp_path / "checkpoints" / run.info.run_id / "last.ckpt").is_file()
+        resumed = train(tmp_path, *args, "resume=auto")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        final = client.get_run(run.info.run_id)
+        assert final.info.status == "FINISHED" and "val/error" in final.data.metrics

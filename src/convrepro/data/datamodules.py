@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
 from .usps import USPS
+from .workers import worker_init
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -117,7 +118,8 @@ class USPSDataModule(ClassificationDataModule):
             frac = self.shift_pixels / 16
             data = _Transformed(data, v2.RandomAffine(degrees=0, translate=(frac, frac), fill=-1.0))
         return DataLoader(data, batch_size=self.batch_size, shuffle=self.shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          worker_init_fn=worker_init)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [DataLoader(self._train, batch_size=self.eval_batch_size),

@@ -3,12 +3,15 @@
 Inside ``tracked_run`` the caller trains; whatever happens the run ends FINISHED, FAILED
 (the error as its ``error`` tag) or KILLED (Ctrl-C, SIGTERM), never RUNNING, and its
 checkpoint folder is locked against a second process continuing it at the same time.
+A stop by signal is one line on stderr and the shell's exit status (130 for SIGINT, 143
+for SIGTERM), whatever the signal broke on its way (a DataLoader worker, a collective).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +55,42 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
     return find_resumable(client, experiment.experiment_id, cfg)[1]
 
 
+class StopSignals:
+    """Remembers which stop signal arrived.  SIGINT interrupts at once (KeyboardInterrupt, as
+    Python's own handler); SIGTERM only is noted, and Lightning, which composes its handler
+    with this one during fit, stops at the end of the current step."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def _on_interrupt(self, signum, frame):
+        self.received = signum
+        raise KeyboardInterrupt
+
+    def _on_terminate(self, signum, frame):
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        signal.signal(signal.SIGINT, self._on_interrupt)
+        signal.signal(signal.SIGTERM, self._on_terminate)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _stopped_by(err: BaseException, stop: StopSignals) -> int | None:
+    if stop.received is not None:
+        return stop.received
+    if isinstance(err, KeyboardInterrupt):
+        return signal.SIGINT
+    if isinstance(err, SystemExit) and not err.code:  # Lightning's SIGTERMException
+        return signal.SIGTERM
+    return None
+
+
 @contextmanager
 def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path) -> Iterator[TrackedRun]:
     uri = resolve_uri(cfg.logger.tracking_uri)
@@ -69,6 +108,7 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path) -> Ite
     # Before the run is touched: another process may be continuing it right now.
     lock = lock_directory(checkpoint_dir(run_id))
     status = "FAILED"
+    stop = StopSignals().__enter__()
     try:
         if resume_id:  # the same run continues: params and counts are already there
             client.update_run(run_id, "RUNNING")
@@ -80,18 +120,22 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path) -> Ite
         os.environ[RUN_ID_ENV] = run_id
         yield TrackedRun(name, client, run_id, logger, resume_ckpt)
         status = "FINISHED"
-    except (KeyboardInterrupt, SystemExit) as err:
-        # Ctrl-C: Lightning shuts down gracefully, then exits; SIGTERM: Lightning raises
-        # SIGTERMException, an exit with status 0.  Either way the run was killed, not failed,
-        # and the process must not report success.
-        status = "KILLED"
-        client.set_tag(run_id, "error", f"interrupted ({type(err).__name__})")
-        if isinstance(err, SystemExit) and not err.code:
-            raise SystemExit(128 + signal.SIGTERM) from None
-        raise
     except BaseException as err:
-        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
-        raise
+        signum = _stopped_by(err, stop)
+        if signum is None:
+            client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
+            raise
+        # Ctrl-C or SIGTERM: the run was killed, not failed, and the process must not report
+        # success (Lightning ends a Ctrl-C with exit 1 and a SIGTERM with exit 0).
+        status = "KILLED"
+        name = signal.Signals(signum).name
+        client.set_tag(run_id, "error", f"interrupted ({name})")
+        ckpt = checkpoint_dir(run_id) / "last.ckpt"
+        how = (f"the same command with resume=auto continues it from {ckpt}" if ckpt.is_file()
+               else "it had no checkpoint yet; start it again")
+        print(f"stopped by {name}: run {run_id} is KILLED; {how}", file=sys.stderr)
+        raise SystemExit(128 + signum) from None
     finally:
+        stop.__exit__()
         client.set_terminated(run_id, status)
         lock.close()

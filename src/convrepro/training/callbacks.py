@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from convrepro.errors import CheckpointInUse
 
@@ -64,6 +65,13 @@ class PassCheckpoint(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.after_pass.append(lambda: self.save(trainer))
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Pre-empted (SIGTERM from timeout, SLURM, Kubernetes): Lightning stops at the end of a
+        # training step, so the state is whole; keep it, as a mid-pass checkpoint would.  Not
+        # under DDP (saving is collective, and ranks may stop at different points).
+        if isinstance(exception, SIGTERMException) and trainer.training and trainer.world_size == 1:
+            self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)

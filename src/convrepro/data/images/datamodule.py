@@ -18,6 +18,7 @@ from convrepro.errors import DataError
 from ..datamodules import ClassificationDataModule
 from ..integrity import verify_files
 from ..paths import data_root
+from ..workers import worker_init
 from . import transforms
 from .folder import IMAGENETTE_NAMES, ImageSplit, collate_skipping, list_split, scan
 from .statistics import training_statistics
@@ -113,7 +114,7 @@ class ImageFolderDataModule(ClassificationDataModule):
     def _loader(self, samples, transform, batch_size, shuffle):
         return DataLoader(ImageSplit(samples, transform), batch_size=batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available(), collate_fn=collate_skipping,
+                          pin_memory=torch.cuda.is_available(), collate_fn=collate_skipping, worker_init_fn=worker_init,
                           drop_last=shuffle and len(samples) > batch_size)
 
     def train_dataloader(self) -> DataLoader:
@@ -129,7 +130,7 @@ class ImageFolderDataModule(ClassificationDataModule):
     def ten_crop_dataloader(self) -> DataLoader:
         t = transforms.ten_crop_transform(self.image_size, self.crop_size, self.mean)
         return DataLoader(ImageSplit(self.val_samples, t), batch_size=max(1, self.eval_batch_size // 10),
-                          num_workers=self.num_workers, collate_fn=collate_skipping)
+                          num_workers=self.num_workers, collate_fn=collate_skipping, worker_init_fn=worker_init)
 
 
 def _every_kth(samples: list, limit: int | None) -> list:
