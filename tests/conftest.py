@@ -28,6 +28,8 @@ def _isolated_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     old = os.environ.get("CONVREPRO_CACHE_DIR")
     os.environ["CONVREPRO_CACHE_DIR"] = str(cache)
+    # Prepared image stores too (the data root may be read-only).
+    os.environ["CONVREPRO_PREPARED_DIR"] = str(tmp_path_factory.mktemp("prepared"))
     os.environ.setdefault("CONVREPRO_DATA_DIR", str(DATA_ROOT))
     yield cache
     if old is None:
@@ -39,3 +41,12 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture
 def usps_dir() -> Path:
     return require_data("usps")
+
+
+@pytest.fixture(scope="session")
+def imagenette_store():
+    """Imagenette prepared at 73 x 73 (the tiny AlexNet runs' image size), once per session."""
+    require_data("imagenette2-224")
+    from convrepro.data.images.store import prepare
+
+    return prepare("imagenette2-224", 73, workers=2, progress=False)

@@ -1,5 +1,5 @@
-"""The AlexNet data pipeline on real Imagenette photographs: statistics, PCA colour noise,
-10-crop geometry, greyscale and corrupt files."""
+"""The AlexNet data pipeline on real Imagenette photographs, JPEG path: statistics, greyscale
+and corrupt files, checksums.  (The prepared store and the device augmentation: test_data_store.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from torchvision.io import encode_jpeg
 from convrepro.data.images import statistics as stats_module
 from convrepro.data.images.datamodule import ImageFolderDataModule
 from convrepro.data.images.folder import decode
-from convrepro.data.images.transforms import PCAColourNoise, ten_crop_transform
 from convrepro.errors import DataError
 
 from .conftest import require_data
@@ -38,7 +37,7 @@ def small_folder(tmp_path) -> Path:
 
 def _module(root: Path, **kw) -> ImageFolderDataModule:
     kw = {"folder": "tiny", "image_size": 73, "crop_size": 64, "batch_size": 4, "eval_batch_size": 5,
-          "num_workers": 0, **kw}
+          "num_workers": 0, "source": "jpeg", **kw}
     return ImageFolderDataModule(root=str(root), **kw)
 
 
@@ -48,9 +47,9 @@ def test_greyscale_becomes_rgb_and_batches_have_the_crop_size(small_folder):
     assert decode(small_folder / "tiny/train" / CLASSES[1] / "grey.JPEG").shape[0] == 3
     assert dm.counts() == {"train": {"tench": 8, "church": 9}, "val": {"tench": 3, "church": 3}}
     assert dm.problems == []
-    x, y = next(iter(dm.train_dataloader()))
+    x, y = dm.device_transform(next(iter(dm.train_dataloader())), "train")
     assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32
-    (xv, yv), = [next(iter(loader)) for loader in dm.val_dataloader()]
+    (xv, yv), = [dm.device_transform(next(iter(loader)), "eval") for loader in dm.val_dataloader()]
     assert xv.shape == (5, 3, 64, 64) and yv.tolist() == [0, 0, 0, 1, 1]
 
 
@@ -96,45 +95,6 @@ def test_statistics_are_the_training_sets_and_cached(small_folder, monkeypatch):
     assert channel.mean.shape == (3, 1, 1)
 
 
-def test_pca_noise_has_the_covariance_of_alpha_times_lambda():
-    """Added colour c = P (alpha * lambda), alpha ~ N(0, 0.1^2): cov(c) = P diag(0.01 lambda^2) P^T."""
-    require_data("imagenette2-224")
-    torch.manual_seed(0)
-    # The eigen-decomposition of a fixed real sample: 40 training images.
-    from convrepro.data.images.folder import list_split
-    from convrepro.data.paths import data_root
-
-    _, samples = list_split(data_root() / "imagenette2-224", "train")
-    s = stats_module._compute(samples[::240], 64, 0)
-    noise = PCAColourNoise(s["eigenvalues"], s["eigenvectors"], std=0.1)
-    zeros = torch.zeros(3, 2, 2)
-    added = torch.stack([noise(zeros)[:, 0, 0] for _ in range(20000)])
-    sample = noise(zeros)  # one colour for every pixel of the image
-    assert torch.all(sample == sample[:, :1, :1])
-    p, lam = s["eigenvectors"], s["eigenvalues"]
-    expected = p @ torch.diag(0.01 * lam**2) @ p.T
-    torch.testing.assert_close(torch.cov(added.T), expected, rtol=0.06, atol=expected.abs().max().item() * 0.03)
-    assert torch.equal(PCAColourNoise(lam, p, std=0.0)(zeros), zeros)
-
-
-def test_ten_crops_are_the_corners_centre_and_their_mirrors():
-    size, crop = 9, 5
-    image = torch.arange(size * size, dtype=torch.uint8).view(1, size, size).repeat(3, 1, 1)
-    crops = ten_crop_transform(size, crop, torch.zeros(3, 1, 1))(image)
-    assert crops.shape == (10, 3, crop, crop)
-    grid = image[0].float() / 255
-    expected = [grid[:crop, :crop], grid[:crop, -crop:], grid[-crop:, :crop], grid[-crop:, -crop:],
-                grid[2:2 + crop, 2:2 + crop]]
-    for i, e in enumerate(expected):
-        torch.testing.assert_close(crops[i, 0], e)
-    # The other five are the mirror images of these (torchvision mirrors the image first,
-    # so the mirrored top-left crop is the mirror of the top-right one, and so on).
-    def key(t):
-        return tuple((t * 255).round().int().flatten().tolist())
-
-    assert sorted(key(c[0]) for c in crops[5:]) == sorted(key(e.flip(-1)) for e in expected)
-
-
 def test_missing_folder_and_mismatched_classes_are_clear_errors(small_folder):
     with pytest.raises(DataError, match="does not exist.*download imagenette"):
         _module(small_folder, folder="nowhere").setup()
@@ -145,7 +105,8 @@ def test_missing_folder_and_mismatched_classes_are_clear_errors(small_folder):
 
 def test_checksums_of_the_real_tree_are_verified(monkeypatch):
     require_data("imagenette2-224")
-    dm = ImageFolderDataModule(train_subset=20, val_subset=10, image_size=40, crop_size=32, num_workers=0)
+    dm = ImageFolderDataModule(train_subset=20, val_subset=10, image_size=40, crop_size=32, num_workers=0,
+                               source="jpeg")
     files = dm.files
     assert len(files) == 30
     assert files["train/n01440764/ILSVRC2012_val_00000293.JPEG"].startswith("401ebd37")

@@ -126,7 +126,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_group_signal_mid_pass_with_workers_ends_killed_and_resumes(tmp_path, signum, status):
+def test_group_signal_mid_pass_with_workers_ends_killed_and_resumes(tmp_path, signum, status, imagenette_store):
     """What `timeout`, SLURM and Kubernetes do (the whole process group, workers included)."""
     from .test_pipeline_krizhevsky2012 import TINY
 

@@ -21,7 +21,7 @@ def _only_run(tmp_path):
     return client, runs
 
 
-def test_tiny_alexnet_run_records_top1_top5_and_ten_crop(tmp_path):
+def test_tiny_alexnet_run_records_top1_top5_and_ten_crop(tmp_path, imagenette_store):
     require_data("imagenette2-224")
     result = train(tmp_path, *TINY, "trainer.max_epochs=2", "seed=3")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -45,7 +45,7 @@ def test_tiny_alexnet_run_records_top1_top5_and_ten_crop(tmp_path):
     assert "top-1 error, 10-crop" in result.stdout and "goal" in result.stdout
 
 
-def test_two_ddp_processes_end_identical_and_write_one_run(tmp_path):
+def test_two_ddp_processes_end_identical_and_write_one_run(tmp_path, imagenette_store):
     require_data("imagenette2-224")
     result = train(tmp_path, *TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                    "trainer.max_epochs=1", "data.ten_crop=false", "trainer.deterministic=false")

@@ -17,9 +17,11 @@ CASES = {
 
 
 @pytest.mark.parametrize("paper", sorted(CASES))
-def test_bf16_mixed_run_finishes(tmp_path, paper):
+def test_bf16_mixed_run_finishes(tmp_path, paper, request):
     data, overrides = CASES[paper]
     require_data(data)
+    if paper == "krizhevsky2012":
+        request.getfixturevalue("imagenette_store")
     result = train(tmp_path, *overrides, "trainer.precision=bf16-mixed", "trainer.max_epochs=1",
                    "trainer.enable_progress_bar=false")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -3,6 +3,7 @@
     convrepro-data download usps [--root DIR] [--form esl|libsvm] [--base-url URL]
     convrepro-data download arctic --speakers bdl,rms,jmk [--root DIR] [--base-url URL]
     convrepro-data download imagenette [--size 320|160|full] [--root DIR] [--base-url URL]
+    convrepro-data prepare imagenette|imagenet|FOLDER [--size 256] [--root DIR] [--workers N] [--force]
     convrepro-data check usps [--root DIR]
     convrepro-data speech-tokens --format lab|timit --root DIR [--out tokens.csv] [--speaker NAME]
 """
@@ -32,6 +33,14 @@ def data_main(argv: list[str] | None = None) -> int:
     dl.add_argument("--root", help="data root (default: $CONVREPRO_DATA_DIR or ../shared/data)")
     dl.add_argument("--form", default="esl", choices=["esl", "libsvm"], help="USPS file form")
     dl.add_argument("--base-url", help="fetch from this mirror instead of the public site")
+    pr = sub.add_parser("prepare", help="write an image folder once as the 256x256 uint8 store AlexNet reads")
+    pr.add_argument("dataset", help="imagenette (imagenette2-224), imagenet, or any ImageFolder tree in the data root")
+    pr.add_argument("--size", type=int, default=256, help="side S of the stored S x S images (the paper: 256)")
+    pr.add_argument("--root", help="data root (default: $CONVREPRO_DATA_DIR or ../shared/data)")
+    pr.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores but one)")
+    pr.add_argument("--no-checksums", action="store_true", help="fingerprint by size instead of SHA-256 "
+                    "(ImageNet, which publishes no SHA256SUMS)")
+    pr.add_argument("--force", action="store_true", help="replace a store made from other files")
     ck = sub.add_parser("check", help="verify a data set's files against their checksums")
     ck.add_argument("dataset", choices=["usps"])
     ck.add_argument("--root")
@@ -58,6 +67,8 @@ def data_main(argv: list[str] | None = None) -> int:
 
             path = imagenette.download(_root(args.root), args.size, base_url=args.base_url)
             print(f"ok  {path}  (train with data.folder={path.name})")
+        elif args.command == "prepare":
+            _prepare(args)
         elif args.command == "download":
             from convrepro.data.speech import arctic
 
@@ -76,6 +87,26 @@ def data_main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _prepare(args) -> None:
+    import json
+
+    from convrepro.data.images.datamodule import default_workers
+    from convrepro.data.images.store import DATASETS, prepare
+
+    if args.size < 1:
+        raise DataError(f"--size {args.size}: the stored images need a positive side (the paper: 256)")
+    folder = DATASETS.get(args.dataset, args.dataset)
+    checksums = not args.no_checksums and folder != "imagenet"
+    out = prepare(folder, args.size, str(_root(args.root)), workers=default_workers("jpeg") if args.workers is None
+                  else args.workers, verify_checksums=checksums, force=args.force)
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = ", ".join(f"{s} {v['count'] - v['dropped']}" for s, v in manifest["splits"].items())
+    gigabytes = sum(f.stat().st_size for f in out.glob("*.u8")) / 1e9
+    print(f"ok  {out}: {counts} images at {args.size}x{args.size} ({gigabytes:.2f} GB)")
+    for problem in manifest["problems"]:
+        print(f"skipped: {problem}", file=sys.stderr)
 
 
 def _speech_tokens(args) -> None:

@@ -47,6 +47,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         """Batches (B, 10, C, h, w): the four corners, the centre and their mirror images."""
         raise NotImplementedError(f"{type(self).__name__} has no 10-crop test (ten_crop is False)")
 
+    def device_transform(self, batch, purpose: str):
+        """A batch on the model's device made ready for it; ``purpose`` is "train", "eval" or
+        "ten_crop".  Data that is ready as loaded (the default) passes unchanged."""
+        return batch
+
     def shifted_dataloader(self, name: str, shift: int) -> DataLoader:
         """Evaluation set ``name`` with every input displaced by ``shift`` steps."""
         raise NotImplementedError(f"{type(self).__name__} has no shifted evaluation (shifts is empty)")

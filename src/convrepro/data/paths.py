@@ -28,6 +28,12 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def prepared_root(root: str | os.PathLike | None = None) -> Path:
+    """Where prepared image stores live: ``CONVREPRO_PREPARED_DIR``, else ``<data root>/prepared``."""
+    chosen = os.environ.get("CONVREPRO_PREPARED_DIR")
+    return Path(chosen).expanduser().resolve() if chosen else data_root(root) / "prepared"
+
+
 def cache_dir() -> Path:
     path = Path(os.environ.get("CONVREPRO_CACHE_DIR", Path.home() / ".cache" / "convrepro"))
     path.mkdir(parents=True, exist_ok=True)

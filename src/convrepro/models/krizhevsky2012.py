@@ -53,15 +53,17 @@ class AlexNet(nn.Module):
     ``pool_kernel``/``pool_stride``: 3/2 overlapping (the paper) or 2/2 (-0.4 % top-1).
     ``groups``: 2 (two GPUs) or 1 (one GPU, all maps connected).
     ``width``: multiplies every layer's kernel count ("one GPU with half the kernels": 0.5).
-    ``init``: ``paper`` (weights N(0, weight_std^2), biases ``bias_one`` in conv2/4/5 and
-    fc6/7, 0 elsewhere) or ``he`` (Kaiming normal for ReLU, biases 0: the CPU variant, which
-    cannot afford the paper's hundreds of thousands of steps to get going from N(0, 0.01)).
+    ``init``: ``paper`` (weights N(0, weight_std^2) -- fc6/fc7 N(0, fc_weight_std^2) when
+    given, as Caffe's reference model -- biases ``bias_one`` in conv2/4/5 and fc6/7, 0
+    elsewhere) or ``he`` (Kaiming normal for ReLU, biases 0: the CPU variant, which cannot
+    afford the paper's hundreds of thousands of steps to get going from N(0, 0.01)).
     """
 
     def __init__(self, num_classes: int = 1000, input_size: int = 227, conv1_padding: int = 0,
                  groups: int = 2, lrn: bool = True, pool_kernel: int = 3, pool_stride: int = 2,
                  width: float = 1.0, fc_width: int = 4096, dropout: float = 0.5, init: str = "paper",
-                 weight_std: float = 0.01, bias_one: float = 1.0, layers: str = "convrepro"):
+                 weight_std: float = 0.01, bias_one: float = 1.0, fc_weight_std: float | None = None,
+                 layers: str = "convrepro"):
         super().__init__()
         if layers not in LAYERS:
             raise ValueError(f"layers must be one of {LAYERS}, got {layers!r}")
@@ -74,6 +76,7 @@ class AlexNet(nn.Module):
         c1, c2, c3, c4, c5 = (_even(width * c) for c in (96, 256, 384, 384, 256))
         self.input_size, self.layers = input_size, layers
         self.init, self.weight_std, self.bias_one = init, weight_std, bias_one
+        self.fc_weight_std = weight_std if fc_weight_std is None else fc_weight_std
 
         # The spatial size after each stage: checked here so that a too-small input fails
         # with the layer it does not fit instead of a shape error deep in the forward pass.
@@ -112,7 +115,8 @@ class AlexNet(nn.Module):
             if not hasattr(layer, "weight") or not name.startswith(("conv", "fc")):
                 continue
             if self.init == "paper":
-                nn.init.normal_(layer.weight, 0.0, self.weight_std)
+                std = self.fc_weight_std if name in ("fc6", "fc7") else self.weight_std
+                nn.init.normal_(layer.weight, 0.0, std)
                 nn.init.constant_(layer.bias, self.bias_one if name in ones else 0.0)
             else:
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu" if name != "fc8" else "linear")

@@ -35,10 +35,15 @@ class FinalResults:
 class EvaluationStage(pl.LightningModule):
     """Wraps the trained network; each predict loader is one analysis (``kinds[i]``)."""
 
-    def __init__(self, model: nn.Module, kinds: list[str], channels_last: bool = False):
+    def __init__(self, model: nn.Module, kinds: list[str], datamodule, channels_last: bool = False):
         super().__init__()
         self.model, self.kinds, self.channels_last = model, kinds, channels_last
+        self.data = datamodule  # not `datamodule`: Lightning's own attribute
         self.collected: list[list[Predictions]] = [[] for _ in kinds]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # What the data module does on the device (AlexNet: centre crops, the ten crops).
+        return self.data.device_transform(batch, "ten_crop" if self.kinds[dataloader_idx] == "ten_crop" else "eval")
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
@@ -83,7 +88,7 @@ def evaluate(trainer: pl.Trainer, model: nn.Module, datamodule, num_classes: int
     for s in datamodule.shifts:
         loaders.append(datamodule.shifted_dataloader(name, s))
         kinds.append(f"shift {s}")
-    stage = EvaluationStage(model, kinds, channels_last)
+    stage = EvaluationStage(model, kinds, datamodule, channels_last)
     trainer.predict(stage, dataloaders=loaders, return_predictions=False)
     by_kind = dict(zip(kinds, stage.gathered(), strict=True))
     final = by_kind["final"]

@@ -1,8 +1,12 @@
-"""AlexNet's data: an ImageNet-layout folder with the paper's preprocessing and augmentation.
+"""AlexNet's data: the paper's 256 x 256 images, augmented on the training device.
 
-Works for Imagenette (``folder=imagenette2-224``, the CPU stand-in) and for a prepared
-ImageNet (``folder=imagenet``: ``<root>/imagenet/train/<wnid>/*.JPEG`` and
-``<root>/imagenet/val/<wnid>/*.JPEG``, the layout torchvision's ImageFolder reads).
+Two sources, the same batches: ``source=store`` (the default) reads the prepared uint8
+store (``convrepro-data prepare imagenette|imagenet``, see ``store.py``); ``source=jpeg``
+decodes and resizes the JPEG folder in every epoch (no disk beyond the JPEGs, slower).
+Either way a loader yields (B, 3, S, S) uint8 images, and ``device_transform`` -- called
+by Lightning after the batch reached the model's device -- crops, reflects, centres and
+colours them there (``augment.py``).  Works for Imagenette (``folder=imagenette2-224``)
+and ImageNet (``folder=imagenet``: ``<root>/imagenet/{train,val}/<wnid>/*.JPEG``).
 The validation split is the evaluation set, as in the paper's ILSVRC-2012 table.
 """
 
@@ -12,6 +16,7 @@ import os
 
 import torch
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from convrepro.errors import DataError
 
@@ -19,16 +24,20 @@ from ..datamodules import ClassificationDataModule
 from ..integrity import verify_files
 from ..paths import data_root
 from ..workers import worker_init
-from . import transforms
+from . import augment
 from .folder import IMAGENETTE_NAMES, ImageSplit, collate_skipping, list_split, scan
 from .statistics import training_statistics
+from .store import ImageStore, StoreSplit
 
 MEANS = ("pixel", "channel")
+SOURCES = ("store", "jpeg")
 
 
-def default_workers() -> int:
-    """Decoding processes: all cores but the one the training loop needs, at most 16."""
-    return max(1, min(16, (os.cpu_count() or 2) - 1))
+def default_workers(source: str = "jpeg") -> int:
+    """Loader processes: decoding JPEGs wants all cores but the training loop's (at most 16);
+    reading the store is a memory copy, which a few keep ahead of any GPU."""
+    cores = max(1, min(16, (os.cpu_count() or 2) - 1))
+    return cores if source == "jpeg" else min(4, cores)
 
 
 class ImageFolderDataModule(ClassificationDataModule):
@@ -39,19 +48,24 @@ class ImageFolderDataModule(ClassificationDataModule):
                  crop_size: int = 227, mean: str = "pixel", pca_std: float = 0.1, flip: bool = True,
                  batch_size: int = 128, eval_batch_size: int = 256, num_workers: int | None = None,
                  train_subset: int | None = None, val_subset: int | None = None, check_images: bool = True,
-                 verify_checksums: bool = True, ten_crop: bool = True):
+                 verify_checksums: bool = True, ten_crop: bool = True, source: str = "store",
+                 pixel_scale: str = "raw"):
         super().__init__()
         if mean not in MEANS:
             raise ValueError(f"mean must be one of {MEANS}, got {mean!r}")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if pixel_scale not in augment.SCALES:
+            raise ValueError(f"pixel_scale must be one of {tuple(augment.SCALES)}, got {pixel_scale!r}")
         if crop_size > image_size:
             raise ValueError(f"crop_size={crop_size} is larger than image_size={image_size}")
         if pca_std < 0:
             raise ValueError(f"pca_std must be >= 0, got {pca_std}")
-        self.root, self.folder = root, folder
+        self.root, self.folder, self.source = root, folder, source
         self.image_size, self.crop_size, self.mean_kind = image_size, crop_size, mean
-        self.pca_std, self.flip = pca_std, flip
+        self.pca_std, self.flip, self.scale = pca_std, flip, augment.SCALES[pixel_scale]
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.num_workers = default_workers(source) if num_workers is None else num_workers
         self.train_subset, self.val_subset = train_subset, val_subset
         self.check_images, self.verify_checksums, self.ten_crop = check_images, verify_checksums, ten_crop
         self.eval_names = ["val"]
@@ -64,6 +78,28 @@ class ImageFolderDataModule(ClassificationDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
             return
+        if self.source == "store":
+            self._open_store()
+        else:
+            self._list_jpegs()
+        self.class_names = [IMAGENETTE_NAMES.get(c, c) for c in self.classes]
+        mean = self.statistics["mean"]
+        self.mean = mean if self.mean_kind == "pixel" else mean.mean(dim=(1, 2), keepdim=True)
+        self._ready = True
+
+    def _open_store(self) -> None:
+        self.store = ImageStore.open(self.folder, self.image_size, self.root)
+        self.classes = self.store.manifest["classes"]
+        self.splits, self.indices = {}, {}
+        for split, limit in (("train", self.train_subset), ("val", self.val_subset)):
+            images, labels = self.store.split(split)
+            kept = [i for i in range(len(labels)) if labels[i] >= 0]
+            self.splits[split] = (images, labels)
+            self.indices[split] = _every_kth(kept, limit)
+        self.problems = list(self.store.manifest["problems"])
+        self.statistics = self.store.statistics()
+
+    def _list_jpegs(self) -> None:
         self.base = data_root(self.root) / self.folder
         if not self.base.is_dir():
             raise DataError(f"{self.base} does not exist. Imagenette: `convrepro-data download imagenette`; "
@@ -75,13 +111,9 @@ class ImageFolderDataModule(ClassificationDataModule):
                             f"({len(self.classes)} vs {len(val_classes)})")
         self.train_samples = _every_kth(train, self.train_subset)
         self.val_samples = _every_kth(val, self.val_subset)
-        self.class_names = [IMAGENETTE_NAMES.get(c, c) for c in self.classes]
         if self.check_images:
             self._drop_unreadable()
         self.statistics = training_statistics(self.train_samples, self.image_size, self.num_workers)
-        self.mean = (self.statistics["mean"] if self.mean_kind == "pixel"
-                     else self.statistics["mean"].mean(dim=(1, 2), keepdim=True))
-        self._ready = True
 
     def _drop_unreadable(self) -> None:
         for name in ("train_samples", "val_samples"):
@@ -96,41 +128,68 @@ class ImageFolderDataModule(ClassificationDataModule):
     @property
     def files(self) -> dict[str, str]:
         self.setup()
+        if self.source == "store":  # verified when the store was prepared
+            return {**self.store.files("train", self.indices["train"]), **self.store.files("val", self.indices["val"])}
         paths = [type(self.base)(p) for p, _ in self.train_samples + self.val_samples]
         if not self.verify_checksums:  # ImageNet's 1.3 M files: sizes only (not verified)
             return {str(p.relative_to(self.base)): f"size-{p.stat().st_size}" for p in paths}
         return verify_files(paths, self.base, how_to_get="Re-download the data set or restore the file.")
 
+    def _labels(self, split: str) -> list[int]:
+        if self.source == "store":
+            labels = self.splits[split][1]
+            return [int(labels[i]) for i in self.indices[split]]
+        return [label for _, label in (self.train_samples if split == "train" else self.val_samples)]
+
     def counts(self) -> dict[str, dict[str, int]]:
         self.setup()
         out = {}
-        for split, samples in (("train", self.train_samples), ("val", self.val_samples)):
-            labels = torch.tensor([label for _, label in samples])
-            per_class = torch.bincount(labels, minlength=len(self.classes)).tolist()
+        for split in ("train", "val"):
+            per_class = torch.bincount(torch.tensor(self._labels(split)), minlength=len(self.classes)).tolist()
             out[split] = dict(zip(self.class_names, per_class, strict=True))
         return out
 
-    # ---- loaders -------------------------------------------------------------------------
-    def _loader(self, samples, transform, batch_size, shuffle):
-        return DataLoader(ImageSplit(samples, transform), batch_size=batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available(), collate_fn=collate_skipping, worker_init_fn=worker_init,
-                          drop_last=shuffle and len(samples) > batch_size)
+    # ---- loaders: (B, 3, S, S) uint8 --------------------------------------------------------
+    def _dataset(self, split: str):
+        if self.source == "store":
+            return StoreSplit(*self.splits[split], self.indices[split])
+        resize = v2.Compose([v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size)])
+        return ImageSplit(self.train_samples if split == "train" else self.val_samples, resize)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        data = self._dataset(split)
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+                          collate_fn=collate_skipping, worker_init_fn=worker_init,
+                          drop_last=shuffle and len(data) > batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        s = self.statistics
-        t = transforms.train_transform(self.image_size, self.crop_size, self.mean, s["eigenvalues"],
-                                       s["eigenvectors"], self.pca_std, self.flip)
-        return self._loader(self.train_samples, t, self.batch_size, shuffle=True)
+        return self._loader("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        t = transforms.centre_transform(self.image_size, self.crop_size, self.mean)
-        return [self._loader(self.val_samples, t, self.eval_batch_size, shuffle=False)]
+        return [self._loader("val", self.eval_batch_size, shuffle=False)]
 
     def ten_crop_dataloader(self) -> DataLoader:
-        t = transforms.ten_crop_transform(self.image_size, self.crop_size, self.mean)
-        return DataLoader(ImageSplit(self.val_samples, t), batch_size=max(1, self.eval_batch_size // 10),
-                          num_workers=self.num_workers, collate_fn=collate_skipping, worker_init_fn=worker_init)
+        return self._loader("val", max(1, self.eval_batch_size // 10), shuffle=False)
+
+    # ---- on the training device ---------------------------------------------------------------
+    def device_transform(self, batch, purpose: str):
+        if batch is None:
+            return None
+        x, y = batch
+        if purpose == "train":
+            s = self.statistics
+            x = augment.train_batch(x, self.crop_size, self.mean, s["eigenvalues"], s["eigenvectors"],
+                                    self.pca_std, self.flip, self.scale)
+        elif purpose == "ten_crop":
+            x = augment.ten_crop_batch(x, self.crop_size, self.mean, self.scale)
+        else:
+            x = augment.centre_batch(x, self.crop_size, self.mean, self.scale)
+        return x, y
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        training = self.trainer is not None and self.trainer.training
+        return self.device_transform(batch, "train" if training else "eval")
 
 
 def _every_kth(samples: list, limit: int | None) -> list:

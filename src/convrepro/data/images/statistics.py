@@ -21,8 +21,10 @@ from .folder import ImageSplit, listing_key
 
 
 def training_statistics(samples: list[tuple[str, int]], size: int, workers: int) -> dict[str, torch.Tensor]:
-    """{'mean': (3, S, S) in [0, 1], 'eigenvalues': (3,), 'eigenvectors': (3, 3) columns}."""
-    path = cache_dir() / "image-statistics" / f"{listing_key(samples, f'size={size}')}.pt"
+    """{'mean': (3, S, S) in raw 0-255 units, 'eigenvalues': (3,) of the covariance on the [0, 1]
+    scale, 'eigenvectors': (3, 3) columns} -- the same as a prepared store's."""
+    # v2: the mean image in raw units (v1 held it on the [0, 1] scale).
+    path = cache_dir() / "image-statistics" / f"{listing_key(samples, f'size={size} v2')}.pt"
     if path.is_file():
         return torch.load(path)
     stats = _compute(samples, size, workers)
@@ -48,13 +50,13 @@ def _compute(samples, size: int, workers: int) -> dict[str, torch.Tensor]:
                        transient=True):
         if batch is None:
             continue
-        x = batch[0].to(torch.float64) / 255.0
+        x = batch[0].to(torch.float64)
         total += x.sum(0)
-        pixels = x.permute(1, 0, 2, 3).reshape(3, -1)
+        pixels = x.permute(1, 0, 2, 3).reshape(3, -1) / 255.0
         second += pixels @ pixels.T
         n += len(x)
     mean = total / n
-    pixel_mean = mean.mean(dim=(1, 2))
+    pixel_mean = mean.mean(dim=(1, 2)) / 255.0
     covariance = second / (n * size * size) - torch.outer(pixel_mean, pixel_mean)
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
     return {"mean": mean.float(), "eigenvalues": eigenvalues.float(), "eigenvectors": eigenvectors.float(),

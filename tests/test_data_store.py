@@ -1,0 +1,196 @@
+"""The prepared image store (decode once, read by memory map) and the augmentation on the
+training device: geometry, statistics, raw-pixel scale, interrupted and refused stores."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from convrepro.data.images import augment
+from convrepro.data.images import store as store_module
+from convrepro.data.images.datamodule import ImageFolderDataModule
+from convrepro.data.images.store import ImageStore, prepare
+from convrepro.errors import DataError
+
+from .test_data_images import CLASSES, small_folder  # noqa: F401  (the fixture)
+
+
+@pytest.fixture
+def tiny(small_folder, monkeypatch):  # noqa: F811
+    """The two-class tree with its oddities: a greyscale JPEG, a PNG named .JPEG, a truncated file."""
+    from PIL import Image
+
+    monkeypatch.setenv("CONVREPRO_PREPARED_DIR", str(small_folder / "prepared"))
+    folder = small_folder / "tiny/train" / CLASSES[0]
+    source = sorted(folder.glob("*.JPEG"))
+    Image.open(source[1]).save(folder / "png_inside.JPEG", format="PNG")
+    Image.open(source[2]).convert("CMYK").save(folder / "cmyk.JPEG", format="JPEG")
+    source[0].write_bytes(source[0].read_bytes()[:300])
+    return small_folder
+
+
+def _module(root, **kw):
+    kw = {"folder": "tiny", "image_size": 40, "crop_size": 32, "batch_size": 4, "eval_batch_size": 5,
+          "num_workers": 0, "verify_checksums": False, **kw}
+    return ImageFolderDataModule(root=str(root), **kw)
+
+
+def test_prepare_writes_every_image_once_and_the_module_reads_it(tiny):
+    out = prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["size"] == 40 and manifest["splits"]["train"]["count"] == 19
+    assert manifest["splits"]["train"]["dropped"] == 1 and "cannot be decoded" in manifest["problems"][0]
+    images, labels = ImageStore.open("tiny", 40, str(tiny)).split("train")
+    assert images.shape == (19, 40, 40, 3) and images.dtype == np.uint8 and (labels == -1).sum() == 1
+    dm = _module(tiny)
+    dm.setup()
+    assert dm.counts()["train"] == {"tench": 9, "church": 9}  # 8 + png + cmyk - truncated; 8 + grey
+    assert len(dm.problems) == 1
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 40, 40) and x.dtype == torch.uint8
+    # The same pixels as the JPEG path gives (decode, resize the shorter side, centre crop).
+    jpeg = _module(tiny, source="jpeg", check_images=True)
+    jpeg.setup()
+    xs, _ = next(iter(jpeg.val_dataloader()[0]))
+    xv, _ = next(iter(dm.val_dataloader()[0]))
+    assert torch.equal(xs, xv)
+    assert prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False) == out  # done: no-op
+
+
+def test_training_batches_reach_the_model_on_the_raw_pixel_scale(imagenette_store):
+    dm = ImageFolderDataModule(image_size=73, crop_size=64, train_subset=256, batch_size=128, num_workers=0)
+    dm.setup()
+    x, _ = dm.device_transform(next(iter(dm.train_dataloader())), "train")
+    assert x.shape == (128, 3, 64, 64) and x.dtype == torch.float32
+    # Centred raw RGB values (section 2): mean near 0, standard deviation of tens, not tenths.
+    assert abs(float(x.mean())) < 8 and 30 < float(x.std()) < 120
+    unit = ImageFolderDataModule(image_size=73, crop_size=64, train_subset=256, num_workers=0, pixel_scale="unit")
+    unit.setup()
+    xu, _ = unit.device_transform(next(iter(unit.val_dataloader()[0])), "eval")
+    assert 0.1 < float(xu.std()) < 0.5
+    assert float(dm.statistics["mean"].mean()) > 50  # the mean image in 0-255 units
+
+
+def test_an_interrupted_prepare_resumes_to_the_same_store(tiny, monkeypatch):
+    reference = prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    expected = np.array(np.memmap(reference / "train.u8", dtype=np.uint8, mode="r"))
+    os.environ["CONVREPRO_PREPARED_DIR"] = str(tiny / "second")
+    monkeypatch.setattr(store_module, "CHUNK", 4)
+    real = store_module._Resized.__getitem__
+    calls = []
+
+    def dies_at_the_ninth(self, i):
+        calls.append(i)
+        if len(calls) == 9:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the third chunk
+        return real(self, i)
+
+    monkeypatch.setattr(store_module._Resized, "__getitem__", dies_at_the_ninth)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    out = tiny / "second" / "tiny-40"
+    assert not (out / "manifest.json").exists()
+    assert json.loads((out / "progress.json").read_text())["done"]["train"] == 8
+    with pytest.raises(DataError, match=r"is incomplete .* prepare it with `convrepro-data prepare tiny --size 40"):
+        ImageStore.open("tiny", 40, str(tiny))
+    monkeypatch.setattr(store_module._Resized, "__getitem__", real)
+    calls.clear()
+    prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    assert np.array_equal(np.array(np.memmap(out / "train.u8", dtype=np.uint8, mode="r")), expected)
+    assert (out / "manifest.json").is_file() and not (out / "progress.json").exists()
+
+
+def test_a_full_disk_leaves_no_store_that_looks_complete(tiny, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module.os, "posix_fallocate", full)
+    with pytest.raises(DataError, match="not enough disk for .*train.u8: it needs 0.0 GB"):
+        prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    assert not (tiny / "prepared/tiny-40/manifest.json").exists()
+    with pytest.raises(DataError, match="is incomplete"):
+        _module(tiny).setup()
+
+
+def test_missing_or_stale_stores_are_refused_with_the_command_that_prepares_them(tiny):
+    with pytest.raises(DataError, match=r"tiny-40 does not exist; prepare it with `convrepro-data prepare tiny "
+                                        r"--size 40`"):
+        _module(tiny).setup()
+    prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    val = tiny / "tiny/val"
+    (val / CLASSES[0] / "new.JPEG").write_bytes(next((val / CLASSES[1]).glob("*.JPEG")).read_bytes())
+    with pytest.raises(DataError, match=r"prepared from other files than .*tiny/val holds now; prepare it again "
+                                        r"with `convrepro-data prepare tiny --size 40 --force`"):
+        _module(tiny).setup()
+    with pytest.raises(DataError, match="--force"):
+        prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False, force=True)
+    _module(tiny).setup()
+
+
+# ---- the augmentation on the device ---------------------------------------------------------
+
+def test_random_crops_are_uniform_reflected_half_the_time_and_cut_the_mean_alike():
+    torch.manual_seed(0)
+    size, crop, n = 12, 8, 20000
+    top, left, reflected, _ = augment.crop_indices(n, size, crop, True, "cpu")
+    for offsets in (top, left):  # 5 positions, each 1/5 of the draws
+        counts = torch.bincount(offsets, minlength=size - crop + 1).double()
+        assert counts.shape == (5,)
+        chi2 = float(((counts - n / 5) ** 2 / (n / 5)).sum())
+        assert chi2 < 20  # chi-square, 4 degrees of freedom: p ~ 5e-4
+    assert abs(float(reflected.double().mean()) - 0.5) < 0.02
+    # One image whose pixels say where they are: each crop is the window at (top, left), mirrored if drawn so.
+    grid = torch.arange(size * size).view(1, 1, size, size).repeat(6, 3, 1, 1)
+    torch.manual_seed(1)
+    top, left, reflected, _ = augment.crop_indices(6, size, crop, True, "cpu")
+    torch.manual_seed(1)
+    out = augment.train_batch(grid.to(torch.uint8) if size * size < 256 else grid.float(), crop,
+                              torch.zeros(3, size, size), torch.ones(3), torch.eye(3), 0.0, True, 1.0)
+    for b in range(6):
+        window = grid[b, 0, top[b]:top[b] + crop, left[b]:left[b] + crop].float()
+        torch.testing.assert_close(out[b, 0], window.flip(-1) if reflected[b] else window)
+    # The mean image is cut out with the image: an image equal to the mean becomes zero.
+    mean = torch.rand(3, size, size) * 255
+    torch.manual_seed(2)
+    zero = augment.train_batch(mean.round().to(torch.uint8)[None].repeat(4, 1, 1, 1), crop, mean.round(),
+                               torch.ones(3), torch.eye(3), 0.0, True, 1.0)
+    assert float(zero.abs().max()) == 0
+
+
+def test_pca_noise_has_the_covariance_of_alpha_times_lambda(imagenette_store):
+    """Added colour c = P (alpha * lambda), alpha ~ N(0, 0.1^2): cov(c) = P diag(0.01 lambda^2) P^T,
+    on the [0, 1] scale; in raw pixels the same colour x 255."""
+    s = ImageStore.open("imagenette2-224", 73).statistics()
+    p, lam = s["eigenvectors"], s["eigenvalues"]
+    torch.manual_seed(0)
+    added = augment.pca_shift(20000, lam, p, 0.1, 1.0 / 255.0, "cpu")
+    expected = p @ torch.diag(0.01 * lam**2) @ p.T
+    torch.testing.assert_close(torch.cov(added.T), expected, rtol=0.06, atol=expected.abs().max().item() * 0.03)
+    torch.manual_seed(0)
+    raw = augment.pca_shift(20000, lam, p, 0.1, 1.0, "cpu")
+    torch.testing.assert_close(raw, added * 255)
+    # One colour for every pixel of an image:
+    x = torch.full((2, 3, 10, 10), 100, dtype=torch.uint8)
+    out = augment.train_batch(x, 8, torch.full((3, 1, 1), 100.0), lam, p, 0.1, False, 1.0)
+    assert torch.all(out == out[:, :, :1, :1]) and float(out.abs().max()) > 0
+
+
+def test_ten_crops_are_the_corners_centre_and_their_mirrors():
+    size, crop = 9, 5
+    image = torch.arange(size * size, dtype=torch.uint8).view(1, 1, size, size).repeat(2, 3, 1, 1)
+    crops = augment.ten_crop_batch(image, crop, torch.zeros(3, 1, 1), 1.0)
+    assert crops.shape == (2, 10, 3, crop, crop)
+    grid = image[0, 0].float()
+    expected = [grid[:crop, :crop], grid[:crop, -crop:], grid[-crop:, :crop], grid[-crop:, -crop:],
+                grid[2:2 + crop, 2:2 + crop]]
+    for i, e in enumerate(expected):
+        torch.testing.assert_close(crops[0, i, 0], e)
+        torch.testing.assert_close(crops[0, 5 + i, 0], e.flip(-1))
+    centre = augment.centre_batch(image, crop, torch.zeros(3, 1, 1), 1.0)
+    torch.testing.assert_close(centre[0, 0], expected[4])
