@@ -3,9 +3,11 @@
 Same process, same batch, same weights shapes; training (forward, backward, SGD step with
 momentum and weight decay) and evaluation (forward, no grad) images per second, medians of
 ``--repeats`` timed steps after warm-up, the two networks alternating so that drifts of
-this shared machine hit both.  Also measures the input pipeline (JPEG decode and the
-paper's augmentation) with the workers the datamodule uses, to say whether CPU runs are
-model-bound or input-bound.  Writes ``benchmarks/results/alexnet.json``.
+this shared machine hit both.  Also measures the input pipeline -- the prepared uint8
+store and, in the same run, the JPEG folder -- each with the augmentation done on the
+device, to say whether runs are model-bound or input-bound.  Runs unchanged on a GPU
+(``--device cuda``, the default when one is present).  Writes
+``benchmarks/results/alexnet_<size>px_b<batch>[_<device>].json``.
 
     python benchmarks/alexnet.py                       # the CPU variant: 128 px, batch 64
     python benchmarks/alexnet.py --size 227 --batch 128  # the paper's size and batch
@@ -28,59 +30,107 @@ from convrepro.models.krizhevsky2012 import AlexNet
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _step_times(model: AlexNet, batch: int, size: int, train: bool) -> float:
-    x = torch.randn(batch, 3, size, size)
-    y = torch.randint(0, 10, (batch,))
+CPU = torch.device("cpu")
+# Arithmetic settings: (autocast dtype or None, float32 matmul precision).
+SETTINGS = {"fp32": (None, "highest"), "tf32": (None, "high"), "bf16": (torch.bfloat16, "high"),
+            "fp16": (torch.float16, "high")}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step_times(model: AlexNet, batch: int, size: int, train: bool, device: torch.device = CPU,
+                setting: str = "fp32", channels_last: bool = False) -> float:
+    dtype, matmul = SETTINGS[setting]
+    torch.set_float32_matmul_precision(matmul)
+    x = torch.randn(batch, 3, size, size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
     if train:
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+        def step():
+            opt.zero_grad()
+            with autocast:
+                loss = F.cross_entropy(model(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+        step()
+        _sync(device)
         start = time.perf_counter()
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        step()
+        _sync(device)
         return time.perf_counter() - start
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
+        model(x)
+        _sync(device)
         start = time.perf_counter()
         model(x)
+        _sync(device)
         return time.perf_counter() - start
 
 
-def model_throughput(size: int, batch: int, repeats: int) -> dict:
+def model_throughput(size: int, batch: int, repeats: int, device: torch.device = CPU,
+                     setting: str = "fp32", channels_last: bool = False) -> dict:
     padding = 2 if size % 4 == 0 else 0
-    nets = {layers: AlexNet(num_classes=10, input_size=size, conv1_padding=padding, init="he", layers=layers)
+    nets = {layers: AlexNet(num_classes=10, input_size=size, conv1_padding=padding, init="he",
+                            layers=layers).to(device)
             for layers in ("convrepro", "torch")}
+    if channels_last:
+        for net in nets.values():
+            net.to(memory_format=torch.channels_last)
     out = {}
     for mode in ("train", "eval"):
-        for net in nets.values():  # warm-up: workspaces, caches, oneDNN primitives
-            _step_times(net, batch, size, mode == "train")
+        args = (batch, size, mode == "train", device, setting, channels_last)
+        for net in nets.values():  # warm-up: workspaces, caches, oneDNN/cuDNN primitives
+            _step_times(net, *args)
         times = {k: [] for k in nets}
         for _ in range(repeats):
             for layers, net in nets.items():
-                times[layers].append(_step_times(net, batch, size, mode == "train"))
+                times[layers].append(_step_times(net, *args))
         ours, ref = (batch / statistics.median(times[k]) for k in ("convrepro", "torch"))
         out[mode] = {"hand_written_images_per_second": ours, "torch_nn_images_per_second": ref,
                      "ratio": ours / ref}
     return out
 
 
-def input_throughput(size: int, crop: int, batch: int, batches: int) -> dict:
+def input_throughput(size: int, crop: int, batch: int, batches: int, source: str,
+                     device: torch.device = CPU) -> dict:
+    """Training batches per second as the model receives them: read (store) or decoded (jpeg),
+    moved to the device, then cropped, reflected, centred and coloured there."""
     from convrepro.data.images.datamodule import ImageFolderDataModule
 
     dm = ImageFolderDataModule(image_size=size, crop_size=crop, batch_size=batch, check_images=False,
-                               verify_checksums=False)
+                               verify_checksums=False, source=source)
     dm.setup()
-    loader = dm.train_dataloader()
-    it = iter(loader)
-    next(it)  # workers started
+    it = iter(dm.train_dataloader())
+    x, y = next(it)  # workers started
+    dm.device_transform((x.to(device), y.to(device)), "train")
+    _sync(device)
     start, n = time.perf_counter(), 0
     for _ in range(batches):
-        n += len(next(it)[1])
+        x, y = next(it)
+        dm.device_transform((x.to(device, non_blocking=True), y.to(device, non_blocking=True)), "train")
+        n += len(y)
+    _sync(device)
     seconds = time.perf_counter() - start
-    return {"workers": dm.num_workers, "images_per_second": n / seconds}
+    return {"source": source, "workers": dm.num_workers, "images_per_second": n / seconds}
+
+
+def ensure_store(size: int) -> None:
+    from convrepro.data.images.datamodule import default_workers
+    from convrepro.data.images.store import prepare
+
+    prepare("imagenette2-224", size, workers=default_workers("jpeg"))
 
 
 def main() -> None:
@@ -89,23 +139,35 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--input-batches", type=int, default=20)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    result = {"size": args.size, "batch": args.batch, "threads": torch.get_num_threads(),
+    device = torch.device(args.device)
+    result = {"size": args.size, "batch": args.batch, "threads": torch.get_num_threads(), "device": str(device),
               "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
-    result["model"] = model_throughput(args.size, args.batch, args.repeats)
+    if device.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(device)
+    result["model"] = model_throughput(args.size, args.batch, args.repeats, device)
     for mode, r in result["model"].items():
         print(f"AlexNet {args.size}px batch {args.batch} {mode:5s}: hand-written "
               f"{r['hand_written_images_per_second']:7.1f} img/s, torch.nn {r['torch_nn_images_per_second']:7.1f}"
               f" img/s, ratio {r['ratio']:.2f} (target >= 0.8)")
-    image_size = round(args.size * 256 / 224)
-    result["input"] = input_throughput(image_size, args.size, args.batch, args.input_batches)
+    image_size = 256 if args.size == 227 else round(args.size * 256 / 224)
+    ensure_store(image_size)
+    result["input"] = {source: input_throughput(image_size, args.size, args.batch, args.input_batches, source, device)
+                       for source in ("store", "jpeg")}
+    store, jpeg = (result["input"][s]["images_per_second"] for s in ("store", "jpeg"))
+    result["input"]["store_over_jpeg"] = store / jpeg
     train_rate = result["model"]["train"]["hand_written_images_per_second"]
-    bound = "input-bound" if result["input"]["images_per_second"] < train_rate else "model-bound"
+    bound = "input-bound" if store < train_rate else "model-bound"
     result["bound"] = bound
-    print(f"input pipeline ({result['input']['workers']} worker(s), decode + augmentation): "
-          f"{result['input']['images_per_second']:.0f} img/s alone -> training is {bound}")
+    for source in ("store", "jpeg"):
+        r = result["input"][source]
+        print(f"input pipeline, {source:5s} ({r['workers']} worker(s), augmentation on {device}): "
+              f"{r['images_per_second']:7.0f} img/s")
+    print(f"store / jpeg: {store / jpeg:.1f}x; with the store, training is {bound}")
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"alexnet_{args.size}px_b{args.batch}.json"
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    path = RESULTS / f"alexnet_{args.size}px_b{args.batch}{suffix}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"written {path}")
 

@@ -57,6 +57,12 @@ def _choice(cfg, key, allowed):
 PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def validate(cfg: DictConfig) -> None:
     from convrepro.models.activations import NONLINEARITIES
     from convrepro.training.losses import LOSSES
@@ -76,6 +82,9 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "trainer.accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))
     _choice(cfg, "trainer.precision", PRECISIONS)
     _choice(cfg, "training.matmul_precision", ("highest", "high", "medium"))
+    if _get(cfg, "trainer.accelerator") in ("gpu", "cuda") and not _cuda_available():
+        raise ConfigError(f"trainer.accelerator={_get(cfg, 'trainer.accelerator')} but this machine has no CUDA "
+                          f"GPU; run on the CPU with trainer=cpu (AlexNet: experiment=krizhevsky2012_cpu)")
     if _get(cfg, "trainer.accelerator") == "cpu" and str(_get(cfg, "trainer.precision")).startswith("16"):
         raise ConfigError(f"trainer.precision={_get(cfg, 'trainer.precision')} needs a GPU (float16 autocast "
                           f"is CUDA's); on a CPU use trainer.precision=bf16-mixed")
