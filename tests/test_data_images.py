@@ -92,7 +92,7 @@ def test_statistics_are_the_training_sets_and_cached(small_folder, monkeypatch):
     assert calls == [] and torch.equal(again.statistics["mean"], s["mean"])
     channel = _module(small_folder, mean="channel")
     channel.setup()
-    assert channel.mean.shape == (3, 1, 1)
+    assert channel.mean.shape == (1, 1, 3)  # one mean per channel, laid out as the images (HWC)
 
 
 def test_missing_folder_and_mismatched_classes_are_clear_errors(small_folder):

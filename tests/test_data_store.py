@@ -52,7 +52,7 @@ def test_prepare_writes_every_image_once_and_the_module_reads_it(tiny):
     assert dm.counts()["train"] == {"tench": 9, "church": 9}  # 8 + png + cmyk - truncated; 8 + grey
     assert len(dm.problems) == 1
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (4, 3, 40, 40) and x.dtype == torch.uint8
+    assert x.shape == (4, 40, 40, 3) and x.dtype == torch.uint8  # as stored: channels last
     # The same pixels as the JPEG path gives (decode, resize the shorter side, centre crop).
     jpeg = _module(tiny, source="jpeg", check_images=True)
     jpeg.setup()
@@ -138,7 +138,7 @@ def test_missing_or_stale_stores_are_refused_with_the_command_that_prepares_them
 def test_random_crops_are_uniform_reflected_half_the_time_and_cut_the_mean_alike():
     torch.manual_seed(0)
     size, crop, n = 12, 8, 20000
-    top, left, reflected, _ = augment.crop_indices(n, size, crop, True, "cpu")
+    top, left, reflected = (torch.tensor(v) for v in augment.crop_indices(n, size, crop, True))
     for offsets in (top, left):  # 5 positions, each 1/5 of the draws
         counts = torch.bincount(offsets, minlength=size - crop + 1).double()
         assert counts.shape == (5,)
@@ -146,20 +146,20 @@ def test_random_crops_are_uniform_reflected_half_the_time_and_cut_the_mean_alike
         assert chi2 < 20  # chi-square, 4 degrees of freedom: p ~ 5e-4
     assert abs(float(reflected.double().mean()) - 0.5) < 0.02
     # One image whose pixels say where they are: each crop is the window at (top, left), mirrored if drawn so.
-    grid = torch.arange(size * size).view(1, 1, size, size).repeat(6, 3, 1, 1)
+    grid = torch.arange(size * size, dtype=torch.uint8).view(1, size, size, 1).repeat(6, 1, 1, 3)  # (B, S, S, 3)
     torch.manual_seed(1)
-    top, left, reflected, _ = augment.crop_indices(6, size, crop, True, "cpu")
+    top, left, reflected = augment.crop_indices(6, size, crop, True)
     torch.manual_seed(1)
-    out = augment.train_batch(grid.to(torch.uint8) if size * size < 256 else grid.float(), crop,
-                              torch.zeros(3, size, size), torch.ones(3), torch.eye(3), 0.0, True, 1.0)
+    out = augment.train_batch(grid, crop, torch.zeros(size, size, 3), torch.ones(3), torch.eye(3), 0.0, True, 1.0)
+    assert out.shape == (6, 3, crop, crop) and any(reflected) and not all(reflected)
     for b in range(6):
-        window = grid[b, 0, top[b]:top[b] + crop, left[b]:left[b] + crop].float()
+        window = grid[b, top[b]:top[b] + crop, left[b]:left[b] + crop, 0].float()
         torch.testing.assert_close(out[b, 0], window.flip(-1) if reflected[b] else window)
-    # The mean image is cut out with the image: an image equal to the mean becomes zero.
-    mean = torch.rand(3, size, size) * 255
+    # The mean image is cut out (and mirrored) with the image: an image equal to the mean becomes zero.
+    mean = (torch.rand(size, size, 3) * 255).round()
     torch.manual_seed(2)
-    zero = augment.train_batch(mean.round().to(torch.uint8)[None].repeat(4, 1, 1, 1), crop, mean.round(),
-                               torch.ones(3), torch.eye(3), 0.0, True, 1.0)
+    zero = augment.train_batch(mean.to(torch.uint8)[None].repeat(8, 1, 1, 1), crop, mean, torch.ones(3),
+                               torch.eye(3), 0.0, True, 1.0)
     assert float(zero.abs().max()) == 0
 
 
@@ -176,21 +176,21 @@ def test_pca_noise_has_the_covariance_of_alpha_times_lambda(imagenette_store):
     raw = augment.pca_shift(20000, lam, p, 0.1, 1.0, "cpu")
     torch.testing.assert_close(raw, added * 255)
     # One colour for every pixel of an image:
-    x = torch.full((2, 3, 10, 10), 100, dtype=torch.uint8)
-    out = augment.train_batch(x, 8, torch.full((3, 1, 1), 100.0), lam, p, 0.1, False, 1.0)
+    x = torch.full((2, 10, 10, 3), 100, dtype=torch.uint8)
+    out = augment.train_batch(x, 8, torch.full((1, 1, 3), 100.0), lam, p, 0.1, False, 1.0)
     assert torch.all(out == out[:, :, :1, :1]) and float(out.abs().max()) > 0
 
 
 def test_ten_crops_are_the_corners_centre_and_their_mirrors():
     size, crop = 9, 5
-    image = torch.arange(size * size, dtype=torch.uint8).view(1, 1, size, size).repeat(2, 3, 1, 1)
-    crops = augment.ten_crop_batch(image, crop, torch.zeros(3, 1, 1), 1.0)
+    image = torch.arange(size * size, dtype=torch.uint8).view(1, size, size, 1).repeat(2, 1, 1, 3)
+    crops = augment.ten_crop_batch(image, crop, torch.zeros(1, 1, 3), 1.0)
     assert crops.shape == (2, 10, 3, crop, crop)
-    grid = image[0, 0].float()
+    grid = image[0, :, :, 0].float()
     expected = [grid[:crop, :crop], grid[:crop, -crop:], grid[-crop:, :crop], grid[-crop:, -crop:],
                 grid[2:2 + crop, 2:2 + crop]]
     for i, e in enumerate(expected):
         torch.testing.assert_close(crops[0, i, 0], e)
         torch.testing.assert_close(crops[0, 5 + i, 0], e.flip(-1))
-    centre = augment.centre_batch(image, crop, torch.zeros(3, 1, 1), 1.0)
+    centre = augment.centre_batch(image, crop, torch.zeros(1, 1, 3), 1.0)
     torch.testing.assert_close(centre[0, 0], expected[4])

@@ -3,7 +3,7 @@
 Two sources, the same batches: ``source=store`` (the default) reads the prepared uint8
 store (``convrepro-data prepare imagenette|imagenet``, see ``store.py``); ``source=jpeg``
 decodes and resizes the JPEG folder in every epoch (no disk beyond the JPEGs, slower).
-Either way a loader yields (B, 3, S, S) uint8 images, and ``device_transform`` -- called
+Either way a loader yields (B, S, S, 3) uint8 images, and ``device_transform`` -- called
 by Lightning after the batch reached the model's device -- crops, reflects, centres and
 colours them there (``augment.py``).  Works for Imagenette (``folder=imagenette2-224``)
 and ImageNet (``folder=imagenet``: ``<root>/imagenet/{train,val}/<wnid>/*.JPEG``).
@@ -27,7 +27,7 @@ from ..workers import worker_init
 from . import augment
 from .folder import IMAGENETTE_NAMES, ImageSplit, collate_skipping, list_split, scan
 from .statistics import training_statistics
-from .store import ImageStore, StoreSplit
+from .store import ImageStore, StoreSplit, whole_batch
 
 MEANS = ("pixel", "channel")
 SOURCES = ("store", "jpeg")
@@ -83,8 +83,9 @@ class ImageFolderDataModule(ClassificationDataModule):
         else:
             self._list_jpegs()
         self.class_names = [IMAGENETTE_NAMES.get(c, c) for c in self.classes]
-        mean = self.statistics["mean"]
-        self.mean = mean if self.mean_kind == "pixel" else mean.mean(dim=(1, 2), keepdim=True)
+        mean = self.statistics["mean"].permute(1, 2, 0).contiguous()  # (S, S, 3), as the images lie
+        self.mean = mean if self.mean_kind == "pixel" else mean.mean(dim=(0, 1), keepdim=True)
+        self._on_device: dict = {}  # the mean image (and its mirror) on each device, made once
         self._ready = True
 
     def _open_store(self) -> None:
@@ -149,18 +150,18 @@ class ImageFolderDataModule(ClassificationDataModule):
             out[split] = dict(zip(self.class_names, per_class, strict=True))
         return out
 
-    # ---- loaders: (B, 3, S, S) uint8 --------------------------------------------------------
-    def _dataset(self, split: str):
-        if self.source == "store":
-            return StoreSplit(*self.splits[split], self.indices[split])
-        resize = v2.Compose([v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size)])
-        return ImageSplit(self.train_samples if split == "train" else self.val_samples, resize)
-
+    # ---- loaders: (B, S, S, 3) uint8 --------------------------------------------------------
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        data = self._dataset(split)
+        if self.source == "store":
+            data, collate = StoreSplit(*self.splits[split], self.indices[split]), whole_batch
+        else:
+            resize = v2.Compose([v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size),
+                                 _ChannelsLast()])
+            data = ImageSplit(self.train_samples if split == "train" else self.val_samples, resize)
+            collate = collate_skipping
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
-                          collate_fn=collate_skipping, worker_init_fn=worker_init,
+                          collate_fn=collate, worker_init_fn=worker_init,
                           drop_last=shuffle and len(data) > batch_size)
 
     def train_dataloader(self) -> DataLoader:
@@ -177,19 +178,29 @@ class ImageFolderDataModule(ClassificationDataModule):
         if batch is None:
             return None
         x, y = batch
+        if x.device not in self._on_device:
+            self._on_device[x.device] = (self.mean.to(x.device), self.mean.to(x.device).flip(1))
+        mean, mirrored = self._on_device[x.device]
         if purpose == "train":
             s = self.statistics
-            x = augment.train_batch(x, self.crop_size, self.mean, s["eigenvalues"], s["eigenvectors"],
-                                    self.pca_std, self.flip, self.scale)
+            x = augment.train_batch(x, self.crop_size, mean, s["eigenvalues"], s["eigenvectors"],
+                                    self.pca_std, self.flip, self.scale, mirrored)
         elif purpose == "ten_crop":
-            x = augment.ten_crop_batch(x, self.crop_size, self.mean, self.scale)
+            x = augment.ten_crop_batch(x, self.crop_size, mean, self.scale, mirrored)
         else:
-            x = augment.centre_batch(x, self.crop_size, self.mean, self.scale)
+            x = augment.centre_batch(x, self.crop_size, mean, self.scale)
         return x, y
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         training = self.trainer is not None and self.trainer.training
         return self.device_transform(batch, "train" if training else "eval")
+
+
+class _ChannelsLast(torch.nn.Module):
+    """(3, S, S) -> (S, S, 3): the JPEG path's images laid out as the store's."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image.permute(1, 2, 0)
 
 
 def _every_kth(samples: list, limit: int | None) -> list:

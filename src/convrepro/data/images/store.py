@@ -246,14 +246,29 @@ class ImageStore:
 
 
 class StoreSplit(Dataset):
-    """(image (3, S, S) uint8, label) for the kept images at ``indices`` of a store split."""
+    """(image (S, S, 3) uint8, label) for the kept images at ``indices`` of a store split.
+
+    The DataLoader asks for whole batches (``__getitems__``): one sorted fancy-index read of
+    the memory map, returned as one (B, S, S, 3) tensor -- no per-image objects, no stack.
+    The batch's images come in ascending store order (the sampler chose which; the order
+    inside a batch does not matter to SGD).
+    """
 
     def __init__(self, images: np.memmap, labels: np.ndarray, indices: list[int]):
-        self.images, self.labels, self.indices = images, labels, indices
+        self.images, self.labels, self.indices = images, labels, np.asarray(indices, dtype=np.int64)
 
     def __len__(self):
         return len(self.indices)
 
     def __getitem__(self, i):
         j = self.indices[i]
-        return torch.from_numpy(np.array(self.images[j])).permute(2, 0, 1), int(self.labels[j])
+        return torch.from_numpy(np.array(self.images[j])), int(self.labels[j])
+
+    def __getitems__(self, positions: list[int]):
+        rows = np.sort(self.indices[positions])
+        return torch.from_numpy(self.images[rows]), torch.from_numpy(self.labels[rows])
+
+
+def whole_batch(batch):
+    """The collate function for ``StoreSplit``: its batches arrive already whole."""
+    return batch
