@@ -106,3 +106,17 @@ def test_hand_written_network_equals_its_torch_nn_twin():
     ref_grads = swap_kernel_convention({n: q.grad for n, q in ref.named_parameters()})
     for name, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, ref_grads[name], rtol=1e-8, atol=1e-11, msg=name)
+
+
+def test_the_twins_lrn_is_pytorchs_function_from_deterministic_ops():
+    """torch.nn.LocalResponseNorm's backward (avg_pool3d) has no deterministic CUDA kernel; the
+    twin's own composition must compute the same function (PyTorch divides alpha by n)."""
+    from convrepro.models.krizhevsky2012 import TorchLocalResponseNorm
+
+    x = torch.randn(2, 9, 5, 5, dtype=torch.float64, requires_grad=True)
+    ours = TorchLocalResponseNorm(5, 1e-4, 0.75, 2.0)(x)
+    ref = torch.nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)(x)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-14)
+    (g_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-14)

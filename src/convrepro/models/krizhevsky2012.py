@@ -39,10 +39,28 @@ def _pool(layers, k, s):
     return nn.MaxPool2d(k, s) if layers == "torch" else cnn.MaxPool2d(k, s)
 
 
+class TorchLocalResponseNorm(nn.Module):
+    """The twin's LRN: ``torch.nn.LocalResponseNorm``'s function from plain torch ops.
+
+    PyTorch's own module sums the window with ``avg_pool3d``, whose CUDA backward has no
+    deterministic implementation: the twin stopped at once in the project's default
+    deterministic mode on a GPU.  Shifted slices and adds are deterministic everywhere.
+    """
+
+    def __init__(self, size: int, alpha: float, beta: float, k: float):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        padded = nn.functional.pad(x * x, (0, 0, 0, 0, self.size // 2, (self.size - 1) // 2))
+        window = sum(padded[:, o:o + c] for o in range(self.size))
+        return x / (self.k + self.alpha * window) ** self.beta
+
+
 def _lrn(layers, size=5, alpha=1e-4, beta=0.75, k=2.0):
-    # PyTorch divides alpha by the window size; the paper's formula does not.
     if layers == "torch":
-        return nn.LocalResponseNorm(size, alpha * size, beta, k)
+        return TorchLocalResponseNorm(size, alpha, beta, k)
     return cnn.LocalResponseNorm(size, alpha, beta, k)
 
 
