@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export CONVREPRO_DATA_DIR ?= $(abspath ../shared/data)
+# Prepared image stores (convrepro-data prepare): beside the checkout, not in the data root,
+# which may be read-only (it is in development and CI).  Not committed (.gitignore).
+export CONVREPRO_PREPARED_DIR ?= $(abspath prepared)
 
 MLFLOW_DB := sqlite:///$(abspath mlflow.db)
 PORT ?= 5000
@@ -13,7 +16,7 @@ SEEDS ?= 5
 SEED_LIST = $(shell seq -s, 1 $(SEEDS))
 SERVER_DIR ?= $(abspath mlflow-server)
 
-.PHONY: install test lint bench reproduce-lecun1989 reproduce-waibel1989 reproduce-krizhevsky2012 \
+.PHONY: install test lint bench bench-gpu reproduce-lecun1989 reproduce-waibel1989 reproduce-krizhevsky2012 \
 	reproduce-all sweep-lecun1989 sweep-waibel1989 sweep-krizhevsky2012 report mlflow-ui mlflow-server clean
 
 install: $(STAMP)
@@ -36,6 +39,11 @@ bench: install
 	$(PY) benchmarks/lecun_online.py
 	$(PY) benchmarks/alexnet.py --size 128 --batch 64
 	$(PY) benchmarks/alexnet.py --size 227 --batch 128 --repeats 3
+	$(PY) benchmarks/gpu.py
+
+# AlexNet on one CUDA GPU (under 5 minutes): precisions, layers, input pipeline, one epoch.
+bench-gpu: install
+	$(PY) benchmarks/gpu.py
 
 # LeCun et al. 1989, faithful settings (23 passes, on-line SGD); prints paper versus run.
 # Extra Hydra overrides: make reproduce-lecun1989 ARGS="optim=sdlm seed=3"
@@ -51,9 +59,11 @@ reproduce-waibel1989: install
 reproduce-krizhevsky2012: install
 	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
 		echo "GPU found: the paper's recipe on Imagenette (experiment=krizhevsky2012_imagenette)"; \
+		$(VENV)/bin/convrepro-data prepare imagenette --size 256 && \
 		$(PY) -m convrepro.train experiment=krizhevsky2012_imagenette trainer=gpu $(ARGS); \
 	else \
 		echo "No GPU: the CPU-budget variant (experiment=krizhevsky2012_cpu, about an hour on 2 cores)"; \
+		$(VENV)/bin/convrepro-data prepare imagenette --size 146 && \
 		$(PY) -m convrepro.train experiment=krizhevsky2012_cpu $(ARGS); \
 	fi
 
@@ -68,6 +78,7 @@ sweep-waibel1989: install
 	$(PY) -m convrepro.train -m experiment=waibel1989 seed=$(SEED_LIST) $(ARGS)
 
 sweep-krizhevsky2012: install
+	$(VENV)/bin/convrepro-data prepare imagenette --size 146
 	$(PY) -m convrepro.train -m experiment=krizhevsky2012_cpu seed=$(SEED_LIST) $(ARGS)
 
 # Paper versus reproduction for every paper: reports/index.html and reports/results.md.
