@@ -49,6 +49,8 @@ def test_report_tables_equal_the_latest_sweep_in_mlflow(store):
     assert cell in html and cell in md
     assert f"{min(errors.values()):.4g}" in md and f"{max(errors.values()):.4g}" in md
     assert faithful["best"] in html and parent.info.run_id in md
+    # Provenance of the best run: how it computed (TF32 or true float32, precision, device).
+    assert "precision 32-true, float32 matmul highest" in md and "float32 matmul highest" in html
     # The SDLM run is its own group, from all its finished runs.
     assert "sdlm" in " ".join(written["lecun1989"]) and "all 1 finished runs" in md
     # Self-contained: figures are embedded, none is fetched.

@@ -72,6 +72,14 @@ def run_figures(client: MlflowClient, run, into: Path) -> list[Path]:
     return out
 
 
+def provenance(run) -> str:
+    """How the run computed: device, precision, float32 matmul mode (TF32 or not), commit."""
+    t, p = run.data.tags, run.data.params
+    return (f"device {t.get('device.gpu', t.get('device.accelerator', '?'))}, precision "
+            f"{p.get('trainer.precision', '32-true')}, float32 matmul "
+            f"{t.get('torch.float32_matmul_precision', 'highest')}, commit {t.get('git.commit', '?')[:10]}")
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
@@ -100,7 +108,7 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
             written.setdefault(experiment, {})[group.key] = {"runs": [r.info.run_id for r in group.runs],
                                                              "best": best.info.run_id if best else None}
             md.append(f"\n### {group.key} — {group.source}\n")
-            md.append(f"Best run by {primary}: `{best.info.run_id}` ({best.info.run_name})\n")
+            md.append(f"Best run by {primary}: `{best.info.run_id}` ({best.info.run_name}); {provenance(best)}\n")
             md.append("| measure | paper | reproduction mean ± sd (n) | min | max | verdict |")
             md.append("|---|---|---|---|---|---|")
             rows = []
@@ -113,7 +121,7 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
                 rows.append(cells)
             body.append(f"<h3>{html.escape(group.key)} <small>{html.escape(group.source)}</small></h3>")
             body.append(f"<p>Best run by <code>{html.escape(primary)}</code>: <code>{best.info.run_id}</code> "
-                        f"({html.escape(best.info.run_name)})</p>")
+                        f"({html.escape(best.info.run_name)}); {html.escape(provenance(best))}</p>")
             body.append(_html_table(["measure", "paper", "reproduction mean ± sd (n)", "min", "max", "verdict"],
                                     rows))
             pictures = []
