@@ -18,29 +18,16 @@ import math
 import random
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from convrepro.threads import one_thread
+
 from .losses import ClassificationLoss
 from .sdlm import SDLM, gauss_newton_diagonal
-
-
-@contextmanager
-def _one_thread():
-    """Per-pattern steps are hundreds of tiny ops: intra-op threads only add synchronisation,
-    and when another process shares the cores, spinning OpenMP workers slow every op by an
-    order of magnitude (measured: 5 s passes became 30-40 s).  Evaluation keeps all threads.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _weights_digest(model: nn.Module) -> float:
@@ -183,7 +170,7 @@ class ClassifierTask(pl.LightningModule):
         k = self.patterns_per_update
         prepared = self.loss.prepare(y, x)
         losses, outs = [], []
-        with _one_thread():
+        with one_thread():  # evaluation keeps all threads
             for i in range(0, len(y), k):
                 out = self.model(x[i : i + k])
                 loss = self.loss.against(out, prepared[i : i + k])

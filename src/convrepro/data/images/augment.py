@@ -16,9 +16,9 @@ The mean image is (S, S, 3), or (1, 1, 3) for one mean per channel.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
+
+from convrepro.threads import one_thread
 
 SCALES = {"raw": 1.0, "unit": 1.0 / 255.0}
 
@@ -33,22 +33,6 @@ def crop_indices(batch: int, size: int, crop: int, flip: bool) -> tuple[list[int
     left = torch.randint(0, size - crop + 1, (batch,))
     reflected = (torch.rand(batch) < 0.5) if flip else torch.zeros(batch, dtype=torch.bool)
     return top.tolist(), left.tolist(), reflected.tolist()
-
-
-@contextmanager
-def _per_image_ops(device: torch.device):
-    """On a CPU, one thread for the per-image copies: each is ~0.2 ms of work, and when another
-    process shares the cores, waiting OpenMP threads made them 50-100x slower (measured: 16 ms
-    instead of 0.16 ms per 227 x 227 crop with a second process busy)."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def pca_shift(batch: int, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, std: float,
@@ -86,7 +70,7 @@ def train_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, eigenvalues: tor
         mean_reflected = mean.flip(1)
     out = torch.empty(b, crop, crop * 3, device=x.device)
     shift = pca_shift(b, eigenvalues, eigenvectors, pca_std, 1.0, x.device).repeat(1, crop) if pca_std else None
-    with _per_image_ops(x.device):
+    with one_thread(x.device.type == "cpu"):  # per-image ops (see convrepro.threads)
         for i, (t, l, r) in enumerate(zip(top, left, reflected, strict=True)):
             window = x[i, t:t + crop, l:l + crop]
             if r:
@@ -110,7 +94,7 @@ def _windows(x: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor, 
     size = x.shape[1]
     m = _mean_window(mean_reflected, top, size - left - crop, crop) if reflected else _mean_window(mean, top, left,
                                                                                                    crop)
-    with _per_image_ops(x.device):
+    with one_thread(x.device.type == "cpu"):  # per-image ops (see convrepro.threads)
         for i in range(x.shape[0]):
             window = x[i, top:top + crop, left:left + crop]
             torch.sub((window.flip(1) if reflected else window).reshape(crop, crop * 3), m, out=out[i])
