@@ -52,7 +52,7 @@ class EvaluationStage(pl.LightningModule):
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
         if batch is None:  # every image of the batch failed to decode (reported by the loader)
-            return None
+            return []
         x, y = batch
         if self.kinds[dataloader_idx] == "ten_crop":
             # Krizhevsky et al.'s test: the softmax averaged over the ten crops of each image.
@@ -63,7 +63,7 @@ class EvaluationStage(pl.LightningModule):
             scores = self.model(self._layout(x))
         p = Predictions.of(scores, y)
         self.collected[dataloader_idx].append(Predictions(*(t.cpu() for t in vars(p).values())))
-        return None
+        return p  # (not kept: the stage runs with return_predictions=False; None would be warned about)
 
     def gathered(self) -> list[Predictions]:
         """Every loader's summaries over all processes (each process evaluated its own shard)."""
