@@ -200,3 +200,18 @@ def test_unit_bias_module_shapes():
     assert conv.bias.shape == (12, 8, 8)
     assert conv.free_parameters() == 12 * 25 + 768
     assert conv(torch.randn(3, 1, 16, 16)).shape == (3, 12, 8, 8)
+
+
+def test_large_convolution_under_inference_mode_then_training():
+    """Lightning evaluates under torch.inference_mode: the reused column workspace made there
+    must still serve (and be written by) a later training step."""
+    from convrepro.nn import functional as lf
+
+    x, w = torch.randn(8, 48, 20, 20), torch.randn(64, 48, 3, 3, requires_grad=True)
+    with torch.inference_mode():
+        lf.conv2d(x, w.detach(), padding=1)  # first use of this shape: the workspace is made here
+    out = lf.conv2d(x, w, padding=1)
+    out.square().sum().backward()
+    ref = torch.nn.functional.conv2d(x, w.detach().flip(-2, -1), padding=1)
+    torch.testing.assert_close(out.detach(), ref, rtol=1e-4, atol=1e-3)
+    assert w.grad is not None and torch.isfinite(w.grad).all()

@@ -35,7 +35,10 @@ def _workspace(slot, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor
         numel *= n
     buf = cache.get(key)
     if buf is None or buf.numel() < numel:
-        buf = torch.empty(numel, device=like.device, dtype=like.dtype)
+        # A normal tensor even when first asked for under torch.inference_mode (Lightning's
+        # evaluation): an inference tensor could not be written by a later training step.
+        with torch.inference_mode(False):
+            buf = torch.empty(numel, device=like.device, dtype=like.dtype)
         cache[key] = buf
     return buf[:numel].view(shape)
 
@@ -92,7 +95,8 @@ class LargeConvolution2d(Function):
         # same shape has written there since (same version), else rebuilds them from xp.
         ctx.save_for_backward(xp if ctx.needs_input_grad[1] else None,
                               kmat if ctx.needs_input_grad[0] else None)
-        ctx.columns, ctx.columns_version = cols, cols._version
+        if ctx.needs_input_grad[1]:
+            ctx.columns, ctx.columns_version = cols, cols._version
         ctx.geometry = (x.shape, weight.shape, stride, padding, groups, bias is not None and bias.dim())
         return out
 
