@@ -128,7 +128,7 @@ def input_throughput(size: int, crop: int, batch: int, batches: int, source: str
 
 def ensure_store(size: int) -> None:
     from convrepro.data.images.datamodule import default_workers
-    from convrepro.data.images.store import prepare
+    from convrepro.data.images.prepare import prepare
 
     prepare("imagenette2-224", size, workers=default_workers("jpeg"))
 

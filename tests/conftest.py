@@ -47,6 +47,6 @@ def usps_dir() -> Path:
 def imagenette_store():
     """Imagenette prepared at 73 x 73 (the tiny AlexNet runs' image size), once per session."""
     require_data("imagenette2-224")
-    from convrepro.data.images.store import prepare
+    from convrepro.data.images.prepare import prepare
 
     return prepare("imagenette2-224", 73, workers=2, progress=False)

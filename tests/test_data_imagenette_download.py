@@ -51,7 +51,7 @@ def test_download_extracts_verifies_and_loads(server, tmp_path):
     assert folder == root / "imagenette2-320"
     sums = (folder / "SHA256SUMS").read_text().splitlines()
     assert len(sums) == 41 and any(line.endswith("noisy_imagenette.csv") for line in sums)
-    from convrepro.data.images.store import prepare
+    from convrepro.data.images.prepare import prepare
 
     prepare("imagenette2-320", 40, root=str(root), progress=False)  # the step a user takes next
     dm = ImageFolderDataModule(root=str(root), folder="imagenette2-320", image_size=40, crop_size=32,

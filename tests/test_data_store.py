@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from convrepro.data.images import augment
-from convrepro.data.images import store as store_module
+from convrepro.data.images import prepare as store_module
 from convrepro.data.images.datamodule import ImageFolderDataModule
-from convrepro.data.images.store import ImageStore, prepare
+from convrepro.data.images.prepare import prepare
+from convrepro.data.images.store import ImageStore
 from convrepro.errors import DataError
 
 from .test_data_images import CLASSES, small_folder  # noqa: F401  (the fixture)

@@ -93,7 +93,8 @@ def _prepare(args) -> None:
     import json
 
     from convrepro.data.images.datamodule import default_workers
-    from convrepro.data.images.store import DATASETS, prepare
+    from convrepro.data.images.prepare import prepare
+    from convrepro.data.images.store import DATASETS
 
     if args.size < 1:
         raise DataError(f"--size {args.size}: the stored images need a positive side (the paper: 256)")
