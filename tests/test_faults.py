@@ -84,6 +84,27 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_resume_by_id_refuses_another_configuration(tmp_path):
+    """resume=<id> is held to resume=auto's rule: the run continues with the config it began with."""
+    require_data("usps")
+    args = ("experiment=lecun1989", "trainer.max_epochs=1", "data.train_subset=300",
+            "trainer.enable_progress_bar=false")
+    assert train(tmp_path, *args).returncode == 0
+    client, (run,) = _runs(tmp_path)
+    client.set_terminated(run.info.run_id, "KILLED")  # as if it had been interrupted
+    changed = ("experiment=lecun1989", "trainer.max_epochs=1", "data.train_subset=500", "model.nonlinearity=tanh",
+               "trainer.enable_progress_bar=false")
+    result = train(tmp_path, *changed, f"resume={run.info.run_id}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"resume={run.info.run_id}: that run was started with another configuration" in result.stderr
+    assert "data.train_subset: 300 -> 500" in result.stderr and "model.nonlinearity: scaled_tanh -> tanh" in result.stderr
+    assert "Traceback" not in result.stderr and client.get_run(run.info.run_id).info.status == "KILLED"
+    # A key that does not change what the run computes (the progress bar) may differ.
+    same = train(tmp_path, *args[:-1], "trainer.enable_progress_bar=true", f"resume={run.info.run_id}")
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
 def test_malformed_tracking_uri_and_unwritable_output_are_one_message_each(tmp_path):
     require_data("usps")
     cases = [({"MLFLOW_TRACKING_URI": "ftp://somewhere"}, (), "tracking URI 'ftp://somewhere' is malformed"),

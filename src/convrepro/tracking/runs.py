@@ -45,7 +45,7 @@ def ensure_experiment(uri: str, name: str, artifact_root: str) -> str:
 _NOT_PART_OF_THE_RUN = ("resume", "trainer.enable_progress_bar", "data.progress", "paths.output_dir")
 
 
-def config_hash(cfg: DictConfig) -> str:
+def _what_the_run_computes(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for dotted in _NOT_PART_OF_THE_RUN:
         *parents, leaf = dotted.split(".")
@@ -53,7 +53,23 @@ def config_hash(cfg: DictConfig) -> str:
         for p in parents:
             node = node.get(p, {})
         node.pop(leaf, None)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+    return resolved
+
+
+def config_hash(cfg: DictConfig) -> str:
+    return hashlib.sha256(json.dumps(_what_the_run_computes(cfg), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _differences(run, cfg: DictConfig) -> list[str]:
+    """``key: run's value -> this command's`` for every computing key that differs (from the
+    run's params, the flattened config it recorded)."""
+    from convrepro.tracking.params import flatten
+
+    now = flatten(_what_the_run_computes(cfg))
+    then = {k: v for k, v in run.data.params.items() if not k.startswith("data.count.")
+            and not any(k == d or k.startswith(d + ".") for d in _NOT_PART_OF_THE_RUN)}
+    return [f"{k}: {then.get(k, '(absent)')} -> {now.get(k, '(absent)')}"
+            for k in sorted(set(now) | set(then)) if then.get(k) != now.get(k)]
 
 
 def checkpoint_dir(run_id: str) -> Path:
@@ -76,6 +92,14 @@ def find_resumable(client: MlflowClient, experiment_id: str, cfg: DictConfig) ->
             raise ConfigError(f"resume={cfg.resume}: no such run in the tracking store") from None
         if run.info.status == "FINISHED":
             raise ConfigError(f"resume={cfg.resume}: that run FINISHED; nothing to resume")
+        if run.data.tags.get("config.hash") != config_hash(cfg):
+            # As resume=auto: a run continues only with the configuration it was started with.
+            changed = _differences(run, cfg)
+            raise ConfigError(f"resume={cfg.resume}: that run was started with another configuration ("
+                              f"{'; '.join(changed[:6]) or 'the config files changed since'}"
+                              f"{f'; {len(changed) - 6} more' if len(changed) > 6 else ''}); resume it with the "
+                              f"overrides it was started with ({run.data.tags.get('hydra.overrides', '?')}) or "
+                              f"start a new run")
     ckpt = checkpoint_dir(run.info.run_id) / "last.ckpt"
     if not ckpt.is_file():
         raise ConfigError(f"resume={cfg.resume}: run {run.info.run_id} has no checkpoint at {ckpt} "
