@@ -49,7 +49,7 @@ class ImageFolderDataModule(ClassificationDataModule):
                  batch_size: int = 128, eval_batch_size: int = 256, num_workers: int | None = None,
                  train_subset: int | None = None, val_subset: int | None = None, check_images: bool = True,
                  verify_checksums: bool = True, ten_crop: bool = True, source: str = "store",
-                 pixel_scale: str = "raw"):
+                 pixel_scale: str = "raw", in_memory: bool | None = None):
         super().__init__()
         if mean not in MEANS:
             raise ValueError(f"mean must be one of {MEANS}, got {mean!r}")
@@ -68,6 +68,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.num_workers = default_workers(source) if num_workers is None else num_workers
         self.train_subset, self.val_subset = train_subset, val_subset
         self.check_images, self.verify_checksums, self.ten_crop = check_images, verify_checksums, ten_crop
+        self.in_memory = in_memory
         self.eval_names = ["val"]
         self._ready = False
 
@@ -93,7 +94,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.classes = self.store.manifest["classes"]
         self.splits, self.indices = {}, {}
         for split, limit in (("train", self.train_subset), ("val", self.val_subset)):
-            images, labels = self.store.split(split)
+            images, labels = self.store.split(split, self.in_memory)
             kept = [i for i in range(len(labels)) if labels[i] >= 0]
             self.splits[split] = (images, labels)
             self.indices[split] = _every_kth(kept, limit)

@@ -65,10 +65,22 @@ class ImageStore:
                                     f"prepare it again with `{command} --force`")
         return cls(out, manifest)
 
-    def split(self, name: str) -> tuple[np.memmap, np.ndarray]:
-        """(images (N, S, S, 3) uint8 memory map, labels (N,), -1 for a file left out)."""
+    def split(self, name: str, in_memory: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(images (N, S, S, 3) uint8, labels (N,), -1 for a file left out).
+
+        ``in_memory``: read the whole split into RAM (True), map it (False), or decide (None):
+        into RAM when it takes under a quarter of the memory available.  Random batches from
+        a map are only as fast as the page cache holds the file; on these machines it did not
+        (Imagenette at 256: ~4,000 img/s from disk against ~25,000 from RAM).
+        """
         n, s = self.manifest["splits"][name]["count"], self.manifest["size"]
-        images = np.memmap(self.path / f"{name}.u8", dtype=np.uint8, mode="r", shape=(n, s, s, 3))
+        path = self.path / f"{name}.u8"
+        if in_memory is None:
+            in_memory = path.stat().st_size < _available_memory() / 4
+        if in_memory:
+            images = np.fromfile(path, dtype=np.uint8).reshape(n, s, s, 3)
+        else:
+            images = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, s, s, 3))
         return images, np.load(self.path / f"{name}.labels.npy")
 
     def files(self, split: str, indices: list[int]) -> dict[str, str]:
@@ -78,6 +90,17 @@ class ImageStore:
 
     def statistics(self) -> dict[str, torch.Tensor]:
         return torch.load(self.path / "statistics.pt")
+
+
+def _available_memory() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else 0 (then the store is mapped, not read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 class StoreSplit(Dataset):
