@@ -64,13 +64,19 @@ def test_checkpoint_every_n_steps_then_kill_and_resume_mid_pass(tmp_path):
     assert 0 < run.data.metrics["test/error"] < 20
 
 
-def test_a_second_process_on_the_same_run_is_refused(tmp_path):
+def _interrupted_run(tmp_path):
+    """A finished one-pass LeCun run marked KILLED, as if it had been interrupted: it has a checkpoint."""
     require_data("usps")
     args = ("experiment=lecun1989", "trainer.max_epochs=1", "data.train_subset=300",
             "trainer.enable_progress_bar=false")
     assert train(tmp_path, *args).returncode == 0
     client, (run,) = _runs(tmp_path)
-    client.set_terminated(run.info.run_id, "KILLED")  # as if it had been interrupted
+    client.set_terminated(run.info.run_id, "KILLED")
+    return args, client, run
+
+
+def test_a_second_process_on_the_same_run_is_refused(tmp_path):
+    args, client, run = _interrupted_run(tmp_path)
     lock_path = tmp_path / "checkpoints" / run.info.run_id / ".lock"
     with open(lock_path, "a+") as held:  # "another process" still training it
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -86,12 +92,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
 
 def test_resume_by_id_refuses_another_configuration(tmp_path):
     """resume=<id> is held to resume=auto's rule: the run continues with the config it began with."""
-    require_data("usps")
-    args = ("experiment=lecun1989", "trainer.max_epochs=1", "data.train_subset=300",
-            "trainer.enable_progress_bar=false")
-    assert train(tmp_path, *args).returncode == 0
-    client, (run,) = _runs(tmp_path)
-    client.set_terminated(run.info.run_id, "KILLED")  # as if it had been interrupted
+    args, client, run = _interrupted_run(tmp_path)
     changed = ("experiment=lecun1989", "trainer.max_epochs=1", "data.train_subset=500", "model.nonlinearity=tanh",
                "trainer.enable_progress_bar=false")
     result = train(tmp_path, *changed, f"resume={run.info.run_id}")
