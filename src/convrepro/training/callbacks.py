@@ -76,6 +76,7 @@ class PassCheckpoint(pl.Callback):
     def save(self, trainer: pl.Trainer) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         tmp = self.dirpath / f".last.ckpt.{os.getpid()}.tmp"
-        trainer.save_checkpoint(tmp)  # written by global rank 0 only (a barrier for the others)
+        # Written by global rank 0 only (a barrier for the others); whole (RNG states, loops).
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
