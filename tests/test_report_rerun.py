@@ -102,6 +102,13 @@ def test_compare_lists_config_and_metric_differences(store, capsys):
     compare_main([sgd.info.run_id, sdlm.info.run_id, "--uri", f"sqlite:///{tmp / 'mlflow.db'}", "--all-metrics"])
     assert "│ test/error " in capsys.readouterr().out
     assert compare_main([sgd.info.run_id, "nope", "--uri", f"sqlite:///{tmp / 'mlflow.db'}"]) == 2
+    assert "no run whose id begins with 'nope'" in capsys.readouterr().err
+    # The 8-character ids the report and the tables show are accepted; an ambiguous prefix is named.
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    assert compare_main([sgd.info.run_id[:8], sdlm.info.run_id[:8], "--uri", uri]) == 0
+    assert f"A={sgd.info.run_id} B={sdlm.info.run_id}" in capsys.readouterr().out
+    assert compare_main(["", sdlm.info.run_id, "--uri", uri]) == 2
+    assert "is the beginning of" in capsys.readouterr().err
 
 
 def test_a_job_without_the_environment_finds_its_sweep_parent_by_folder(tmp_path):
@@ -116,3 +123,14 @@ def test_a_job_without_the_environment_finds_its_sweep_parent_by_folder(tmp_path
     assert parent_of_job(client, exp, "/runs/multirun/b") == mine
     assert parent_of_job(client, exp, "/runs/multirun/a") == old
     assert parent_of_job(client, exp, "/runs/multirun/c") is None
+
+
+def test_summary_takes_experiment_names_and_names_the_ones_that_exist(tmp_path, capsys):
+    from convrepro.report.cli import main as summary_main
+
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert summary_main(["lecun89", "--uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert "no paper or experiment named 'lecun89': choose one of krizhevsky2012" in err and "lecun1989_modern" in err
+    assert summary_main(["lecun1989_modern", "--uri", uri]) == 0
+    assert "lecun1989_modern is an experiment of lecun1989" in capsys.readouterr().out

@@ -24,9 +24,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
 from convrepro.config import register_resolvers
+from convrepro.errors import TrackingError
 from convrepro.paths import CONF_DIR, PROJECT_ROOT
 from convrepro.tracking.params import flatten
 from convrepro.tracking.provenance import git_state, library_versions
+from convrepro.tracking.runs import find_run
 from convrepro.tracking.store import add_uri_argument
 
 # Not part of what a run computes, or different on every machine.
@@ -115,8 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     client = MlflowClient(args.uri)
     try:
-        run = client.get_run(args.run_id)
+        run = find_run(client, args.run_id)
+        args.run_id = run.info.run_id
         stored = stored_config(client, args.run_id)
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (MlflowException, OSError) as err:
         print(f"error: run {args.run_id} cannot be rerun from {args.uri}: {str(err).splitlines()[0]}",
               file=sys.stderr)

@@ -6,14 +6,23 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
+from convrepro.paths import CONF_DIR, EXPERIMENTS_DIR
 from convrepro.report.paper import paper_metrics
 from convrepro.report.summary import aggregate, finished_runs
 from convrepro.tracking.store import add_uri_argument
+
+
+def paper_of(name: str) -> str | None:
+    """The paper an experiment name belongs to (``lecun1989_modern`` -> ``lecun1989``), or None."""
+    papers = sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/paper.yaml"))
+    known = name in papers or (CONF_DIR / "experiment" / f"{name}.yaml").is_file()
+    return next((p for p in papers if name == p or name.startswith(p + "_")), None) if known else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     add_uri_argument(parser)
     parser.add_argument("--filter", default="", help="an MLflow search filter, e.g. \"tags.variant = 'faithful'\"")
     args = parser.parse_args(argv)
+    paper = paper_of(args.experiment)
+    if paper is None:
+        experiments = sorted(f.stem for f in (CONF_DIR / "experiment").glob("*.yaml"))
+        print(f"error: no paper or experiment named {args.experiment!r}: choose one of {', '.join(experiments)}",
+              file=sys.stderr)
+        return 2
+    if paper != args.experiment:
+        print(f"({args.experiment} is an experiment of {paper}: its runs are grouped by variant below)")
+    args.experiment = paper
     citation, metrics = paper_metrics(args.experiment)
     runs = finished_runs(MlflowClient(args.uri), args.experiment, args.filter)
     table = aggregate(runs, [m.key for m in metrics])

@@ -11,6 +11,8 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
+from convrepro.errors import TrackingError
+from convrepro.tracking.runs import find_run
 from convrepro.tracking.store import add_uri_argument
 
 # Params that differ between any two runs without changing what they compute.
@@ -42,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     client = MlflowClient(args.uri)
     try:
-        a, b = client.get_run(args.run_a), client.get_run(args.run_b)
+        a, b = find_run(client, args.run_a), find_run(client, args.run_b)
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except MlflowException as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -112,3 +112,20 @@ def parent_of_job(client: MlflowClient, experiment_id: str, sweep_dir: str) -> s
     runs = client.search_runs([experiment_id], f"tags.sweep = 'parent' and tags.`sweep.dir` = '{sweep_dir}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0].info.run_id if runs else None
+
+
+def find_run(client: MlflowClient, run_id: str):
+    """The run with this id or unique id prefix (the report and the tables show 8 characters)."""
+    if len(run_id) == 32:
+        try:
+            return client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            raise TrackingError(f"no run {run_id} in the tracking store") from None
+    ids = [e.experiment_id for e in client.search_experiments()]
+    matches = [r for r in client.search_runs(ids, max_results=50000) if r.info.run_id.startswith(run_id)] if ids else []
+    if not matches:
+        raise TrackingError(f"no run whose id begins with {run_id!r} in the tracking store")
+    if len(matches) > 1:
+        names = ", ".join(f"{r.info.run_id[:12]} ({r.info.run_name})" for r in matches[:5])
+        raise TrackingError(f"{run_id!r} is the beginning of {len(matches)} run ids ({names}); give more characters")
+    return matches[0]
