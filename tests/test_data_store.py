@@ -116,6 +116,10 @@ def test_a_full_disk_leaves_no_store_that_looks_complete(tiny, monkeypatch):
     assert not (tiny / "prepared/tiny-40/manifest.json").exists()
     with pytest.raises(DataError, match="is incomplete"):
         _module(tiny).setup()
+    monkeypatch.setenv("CONVREPRO_PREPARED_DIR", "/proc/no-store-here")  # a folder that cannot be made
+    with pytest.raises(DataError, match="cannot write the image store in /proc/no-store-here/tiny-40 .*"
+                                        "set CONVREPRO_PREPARED_DIR"):
+        prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
 
 
 def test_missing_or_stale_stores_are_refused_with_the_command_that_prepares_them(tiny):

@@ -105,7 +105,13 @@ def prepare(folder: str = "imagenette2-224", size: int = 256, root: str | None =
             raise DataError(f"{out} was prepared from other files than {base} holds now (changed or moved "
                             f"sources); prepare it again with `{prepare_command(folder, size)} --force`")
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as err:
+        raise DataError(f"cannot write the image store in {out} ({err.strerror}); set CONVREPRO_PREPARED_DIR "
+                        f"to a writable folder with room for it") from None
     state_path = out / "progress.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     if state.get("listing") != keys or state.get("format") != FORMAT:  # another attempt's leftovers
