@@ -7,7 +7,8 @@ image (cropped and reflected with it), plus PCA colour noise (section 4.1).  Eva
 the centre crop, or the ten crops of the paper's test (four corners and the centre, and
 their reflections), minus the mean image.  Output: (B, 3, C, C) float32 in channels-last
 memory (the layout the hand-written convolution and cuDNN both read fastest).  Random draws
-use the global generator of the batch's device, which ``seed_everything`` seeds.
+come from the global generators ``seed_everything`` seeds (crop positions and reflections
+from the CPU's, the colour from the batch's device's).
 
 Pixel scale: ``raw`` keeps the paper's "(centered) raw RGB values" (0-255 minus the mean);
 ``unit`` divides by 255 first (the [0, 1] scale that He-initialised variants expect).
@@ -72,56 +73,52 @@ def _mean_window(mean: torch.Tensor, top: int, left: int, crop: int) -> torch.Te
     return mean[top:top + crop, left:left + crop].reshape(crop, crop * 3)
 
 
-def train_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, eigenvalues: torch.Tensor,
-                eigenvectors: torch.Tensor, pca_std: float, flip: bool, scale: float,
-                mean_reflected: torch.Tensor | None = None) -> torch.Tensor:
-    """Each image's crop (reflected if drawn so) minus the same window of the mean image, in
-    one pass per image from uint8 to float32, plus its PCA colour.  Rows are handled as
-    (C, C*3) views: with the 3 channels innermost, elementwise kernels crawled (measured 4x
-    slower than on whole rows).  ``mean_reflected`` (the mean mirrored, made once by the
-    caller) supplies a reflected crop's window: mirror(mean)[t, S-l-C ...] mirrors mean[t, l ...]."""
-    b, size = x.shape[0], x.shape[1]
-    top, left, reflected = crop_indices(b, size, crop, flip)
-    mean = mean.to(x.device)
-    if mean_reflected is None:
-        mean_reflected = mean.flip(1)
-    out = _output((b, crop, crop * 3), x.device)
-    shift = pca_shift(b, eigenvalues, eigenvectors, pca_std, 1.0, x.device).repeat(1, crop) if pca_std else None
-    with one_thread(x.device.type == "cpu"):  # per-image ops (see convrepro.threads)
-        for i, (t, l, r) in enumerate(zip(top, left, reflected, strict=True)):
-            window = x[i, t:t + crop, l:l + crop]
-            if r:
-                window = window.flip(1)
-                m = _mean_window(mean_reflected, t, size - l - crop, crop)
-            else:
-                m = _mean_window(mean, t, l, crop)
-            o = out[i]
-            o.copy_(window.reshape(crop, crop * 3))  # uint8 -> float, then float - float: measured
-            o.sub_(m)                                # faster than one mixed-dtype subtraction
-            if shift is not None:
-                o += shift[i]
-        if scale != 1.0:
-            out *= scale
-    return out.view(b, crop, crop, 3).permute(0, 3, 1, 2)
-
-
-def _windows(x: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor, top: int, left: int, crop: int,
-             reflected: bool, out: torch.Tensor) -> None:
-    """out (B, C, C*3) = the window at (top, left) of every image (mirrored if ``reflected``),
-    centred by the same window of the mean; per image, as broadcasting the mean over the
-    batch ran 5x slower."""
-    size = x.shape[1]
-    m = _mean_window(mean_reflected, top, size - left - crop, crop) if reflected else _mean_window(mean, top, left,
-                                                                                                   crop)
-    with one_thread(x.device.type == "cpu"):  # per-image ops (see convrepro.threads)
-        for i in range(x.shape[0]):
-            window = x[i, top:top + crop, left:left + crop]
-            out[i].copy_((window.flip(1) if reflected else window).reshape(crop, crop * 3))
-            out[i].sub_(m)
+def _centred_window(o: torch.Tensor, image: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor,
+                    top: int, left: int, crop: int, reflected: bool) -> None:
+    """o (C, C*3) = the image's window at (top, left), mirrored if ``reflected``, minus the same
+    window of the mean.  ``mean_reflected`` (the mean mirrored once) supplies a mirrored
+    window: mirror(mean)[t, S-l-C ...] mirrors mean[t, l ...].  Rows are (C, C*3) views: with
+    the 3 channels innermost, elementwise kernels crawled (measured 4x slower)."""
+    window = image[top:top + crop, left:left + crop]
+    if reflected:
+        window = window.flip(1)
+        m = _mean_window(mean_reflected, top, image.shape[1] - left - crop, crop)
+    else:
+        m = _mean_window(mean, top, left, crop)
+    o.copy_(window.reshape(crop, crop * 3))  # uint8 -> float, then float - float: measured
+    o.sub_(m)                                # faster than one mixed-dtype subtraction
 
 
 def _scaled(out: torch.Tensor, scale: float) -> torch.Tensor:
     return out.mul_(scale) if scale != 1.0 else out
+
+
+def train_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, eigenvalues: torch.Tensor,
+                eigenvectors: torch.Tensor, pca_std: float, flip: bool, scale: float,
+                mean_reflected: torch.Tensor | None = None) -> torch.Tensor:
+    """Each image's crop (reflected if drawn so) minus the same window of the mean image,
+    plus its PCA colour; per image (broadcasting the mean over the batch ran 5x slower)."""
+    b, size = x.shape[0], x.shape[1]
+    top, left, reflected = crop_indices(b, size, crop, flip)
+    mean = mean.to(x.device)
+    mean_reflected = mean.flip(1) if mean_reflected is None else mean_reflected
+    out = _output((b, crop, crop * 3), x.device)
+    shift = pca_shift(b, eigenvalues, eigenvectors, pca_std, 1.0, x.device).repeat(1, crop) if pca_std else None
+    with one_thread(x.device.type == "cpu"):  # per-image ops (see convrepro.threads)
+        for i, (t, l, r) in enumerate(zip(top, left, reflected, strict=True)):
+            _centred_window(out[i], x[i], mean, mean_reflected, t, l, crop, r)
+            if shift is not None:
+                out[i] += shift[i]
+        _scaled(out, scale)
+    return out.view(b, crop, crop, 3).permute(0, 3, 1, 2)
+
+
+def _windows(x: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor | None, top: int, left: int,
+             crop: int, reflected: bool, out: torch.Tensor) -> None:
+    """out (B, C, C*3) = the same window of every image, centred."""
+    with one_thread(x.device.type == "cpu"):  # per-image ops (see convrepro.threads)
+        for i in range(x.shape[0]):
+            _centred_window(out[i], x[i], mean, mean_reflected, top, left, crop, reflected)
 
 
 def centre_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, scale: float) -> torch.Tensor:

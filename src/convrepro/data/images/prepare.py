@@ -38,6 +38,7 @@ from ..integrity import verify_files
 from ..paths import data_root
 from ..workers import worker_init
 from .folder import IMAGENETTE_NAMES, decode, list_split, listing_key
+from .statistics import ColourStatistics
 from .store import FORMAT, SPLITS, prepare_command, store_dir
 
 CHUNK = 256  # images per write; the unit of resumption
@@ -171,26 +172,13 @@ def prepare(folder: str = "imagenette2-224", size: int = 256, root: str | None =
 
 
 def _statistics(out: Path, n: int, size: int, bar) -> dict[str, torch.Tensor]:
-    """The training split's mean image (raw 0-255 units) and the eigen-decomposition of its
-    RGB covariance on the [0, 1] scale (see augment.pca_shift for why that scale)."""
+    """The training split's mean image and colour statistics, read back from the finished
+    array (so that a resumed preparation counts every image once)."""
     array = np.memmap(out / "train.u8", dtype=np.uint8, mode="r", shape=(n, size, size, 3))
     keep = np.load(out / "train.labels.npy") >= 0
-    total = torch.zeros(size, size, 3, dtype=torch.float64)
-    second = torch.zeros(3, 3, dtype=torch.float64)
-    count = 0
+    stats = ColourStatistics(size)
     task = bar.add_task("mean image and colour covariance", total=n)
     for start in range(0, n, 64):
-        chunk = torch.from_numpy(np.ascontiguousarray(array[start:start + 64][keep[start:start + 64]]))
-        pixels = chunk.reshape(-1, 3).to(torch.float64)
-        total += chunk.to(torch.float64).sum(0)
-        second += pixels.T @ pixels
-        count += len(chunk)
+        stats.add(torch.from_numpy(np.ascontiguousarray(array[start:start + 64][keep[start:start + 64]])))
         bar.update(task, completed=min(start + 64, n))
-    mean = total / count
-    pixel_mean = mean.mean(dim=(0, 1))
-    covariance = (second / (count * size * size) - torch.outer(pixel_mean, pixel_mean)) / 255.0**2
-    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-    return {"mean": mean.permute(2, 0, 1).float().contiguous(), "eigenvalues": eigenvalues.float(),
-            "eigenvectors": eigenvectors.float(), "images": torch.tensor(count)}
-
-
+    return stats.result()

@@ -35,6 +35,32 @@ def training_statistics(samples: list[tuple[str, int]], size: int, workers: int)
     return stats
 
 
+class ColourStatistics:
+    """The mean image (raw 0-255 units) and the eigen-decomposition of the RGB covariance
+    (on the [0, 1] scale, see ``augment.pca_shift``), accumulated over (B, S, S, 3) uint8
+    batches: one definition for the prepared store and the JPEG path."""
+
+    def __init__(self, size: int):
+        self.size, self.count = size, 0
+        self.total = torch.zeros(size, size, 3, dtype=torch.float64)
+        self.second = torch.zeros(3, 3, dtype=torch.float64)
+
+    def add(self, images: torch.Tensor) -> None:
+        x = images.to(torch.float64)
+        self.total += x.sum(0)
+        pixels = x.reshape(-1, 3)
+        self.second += pixels.T @ pixels
+        self.count += len(images)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        mean = self.total / self.count
+        pixel_mean = mean.mean(dim=(0, 1))
+        covariance = (self.second / (self.count * self.size**2) - torch.outer(pixel_mean, pixel_mean)) / 255.0**2
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        return {"mean": mean.permute(2, 0, 1).float().contiguous(), "eigenvalues": eigenvalues.float(),
+                "eigenvectors": eigenvectors.float(), "images": torch.tensor(self.count)}
+
+
 def _compute(samples, size: int, workers: int) -> dict[str, torch.Tensor]:
     from rich.progress import track
 
@@ -43,21 +69,9 @@ def _compute(samples, size: int, workers: int) -> dict[str, torch.Tensor]:
     resize = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
     loader = DataLoader(ImageSplit(samples, resize), batch_size=64, num_workers=workers,
                         collate_fn=collate_skipping)
-    total = torch.zeros(3, size, size, dtype=torch.float64)
-    second = torch.zeros(3, 3, dtype=torch.float64)
-    n = 0
+    stats = ColourStatistics(size)
     for batch in track(loader, description=f"mean image and colour covariance ({len(samples)} images)",
                        transient=True):
-        if batch is None:
-            continue
-        x = batch[0].to(torch.float64)
-        total += x.sum(0)
-        pixels = x.permute(1, 0, 2, 3).reshape(3, -1) / 255.0
-        second += pixels @ pixels.T
-        n += len(x)
-    mean = total / n
-    pixel_mean = mean.mean(dim=(1, 2)) / 255.0
-    covariance = second / (n * size * size) - torch.outer(pixel_mean, pixel_mean)
-    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-    return {"mean": mean.float(), "eigenvalues": eigenvalues.float(), "eigenvectors": eigenvectors.float(),
-            "images": torch.tensor(n), "source": Path(samples[0][0]).parents[2].as_posix()}
+        if batch is not None:
+            stats.add(batch[0].permute(0, 2, 3, 1))
+    return {**stats.result(), "source": Path(samples[0][0]).parents[2].as_posix()}
