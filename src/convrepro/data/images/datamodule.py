@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
@@ -95,7 +96,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.splits, self.indices = {}, {}
         for split, limit in (("train", self.train_subset), ("val", self.val_subset)):
             images, labels = self.store.split(split, self.in_memory)
-            kept = [i for i in range(len(labels)) if labels[i] >= 0]
+            kept = np.flatnonzero(labels >= 0).tolist()  # ImageNet: 1.28 M labels
             self.splits[split] = (images, labels)
             self.indices[split] = _every_kth(kept, limit)
         self.problems = list(self.store.manifest["problems"])
@@ -139,8 +140,7 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def _labels(self, split: str) -> list[int]:
         if self.source == "store":
-            labels = self.splits[split][1]
-            return [int(labels[i]) for i in self.indices[split]]
+            return self.splits[split][1][self.indices[split]].tolist()
         return [label for _, label in (self.train_samples if split == "train" else self.val_samples)]
 
     def counts(self) -> dict[str, dict[str, int]]:
