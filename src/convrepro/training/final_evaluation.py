@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .evaluation import Predictions, confusion, rejection_curve, rejection_figures, top_k_errors
+from .task import input_layout
 
 
 @dataclass
@@ -46,9 +47,7 @@ class EvaluationStage(pl.LightningModule):
         return self.data.device_transform(batch, "ten_crop" if self.kinds[dataloader_idx] == "ten_crop" else "eval")
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+        return input_layout(x, self.channels_last)
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
         if batch is None:  # every image of the batch failed to decode (reported by the loader)

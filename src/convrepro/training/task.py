@@ -30,6 +30,13 @@ from .losses import ClassificationLoss
 from .sdlm import SDLM, gauss_newton_diagonal
 
 
+def input_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Images in NHWC memory when asked (training.channels_last: faster cuDNN/oneDNN kernels)."""
+    if channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _weights_digest(model: nn.Module) -> float:
     """A cheap fingerprint of all weights (equal weights give equal digests)."""
     with torch.no_grad():
@@ -78,9 +85,7 @@ class ClassifierTask(pl.LightningModule):
         self.replica_digests = [float(v) for v in gathered.flatten().cpu()]
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+        return input_layout(x, self.channels_last)
 
     def elapsed(self) -> float:
         """Training wall time, across resumptions."""
