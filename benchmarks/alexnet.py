@@ -103,16 +103,23 @@ def model_throughput(size: int, batch: int, repeats: int, device: torch.device =
     return out
 
 
+def _batches(loader):
+    """Training batches without end: a data set smaller than the measurement (the subset carried
+    to a lent GPU) is read again, its persistent workers kept, as later epochs are."""
+    while True:
+        yield from loader
+
+
 def input_throughput(size: int, crop: int, batch: int, batches: int, source: str,
-                     device: torch.device = CPU) -> dict:
+                     device: torch.device = CPU, num_workers: int | None = None) -> dict:
     """Training batches per second as the model receives them: read (store) or decoded (jpeg),
     moved to the device, then cropped, reflected, centred and coloured there."""
     from convrepro.data.images.datamodule import ImageFolderDataModule
 
     dm = ImageFolderDataModule(image_size=size, crop_size=crop, batch_size=batch, check_images=False,
-                               verify_checksums=False, source=source)
+                               verify_checksums=False, source=source, num_workers=num_workers)
     dm.setup()
-    it = iter(dm.train_dataloader())
+    it = _batches(dm.train_dataloader())
     x, y = next(it)  # workers started
     dm.device_transform((x.to(device), y.to(device)), "train")
     _sync(device)

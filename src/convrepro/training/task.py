@@ -69,6 +69,7 @@ class ClassifierTask(pl.LightningModule):
         self.history: list[dict[str, float]] = []
         # Also set by on_train_epoch_start, which a run resumed in the middle of a pass skips.
         self._epoch_start, self._train_sums = time.perf_counter(), torch.zeros(3)
+        self._unchecked: list[tuple[int, torch.Tensor]] = []  # losses not yet checked (_check_finite)
         self._elapsed_before, self._fit_started = 0.0, time.perf_counter()
         self.after_pass: list[Callable[[], None]] = []  # run when a pass is completely done
 
@@ -161,13 +162,27 @@ class ClassifierTask(pl.LightningModule):
         self._per_pattern_updates(x, y, batch_idx)
         return None
 
+    # On a GPU, reading a value back stalls the queue of kernels: there the losses wait and are
+    # checked together every FINITE_CHECK_STEPS steps and at the end of each pass.
+    FINITE_CHECK_STEPS = 25
+
     def _check_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
-        """A NaN or infinite loss stops the run with the place it happened (one check per
-        Lightning step: per loader batch, not per pattern)."""
-        if not bool(torch.isfinite(loss).all()):
-            raise FloatingPointError(
-                f"the training loss became {loss.flatten()[~torch.isfinite(loss.flatten())][0].item()} in pass "
-                f"{self.current_epoch + 1}, step {batch_idx + 1}: training diverged (lower optim.lr?)")
+        """A NaN or infinite loss stops the run with the place it happened (per loader batch,
+        not per pattern)."""
+        self._unchecked.append((batch_idx, loss.detach().flatten()))
+        if loss.device.type == "cpu" or len(self._unchecked) >= self.FINITE_CHECK_STEPS:
+            self._flush_finite_check()
+
+    def _flush_finite_check(self) -> None:
+        pending, self._unchecked = self._unchecked, []
+        if not pending or bool(torch.isfinite(torch.cat([loss for _, loss in pending])).all()):
+            return
+        for batch_idx, loss in pending:
+            bad = loss[~torch.isfinite(loss)]
+            if len(bad):
+                raise FloatingPointError(
+                    f"the training loss became {bad[0].item()} in pass {self.current_epoch + 1}, step "
+                    f"{batch_idx + 1}: training diverged (lower optim.lr?)")
 
     def _per_pattern_updates(self, x, y, batch_idx: int = 0):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -206,10 +221,13 @@ class ClassifierTask(pl.LightningModule):
 
     def _accumulate(self, loss_sum, out, y):
         wrong = (out.argmax(1) != y).sum().float()
-        self._train_sums += torch.stack([loss_sum, wrong, torch.tensor(float(len(y)), device=out.device)]).cpu()
+        if self._train_sums.device != out.device:  # kept on the training device: no read-back per step
+            self._train_sums = self._train_sums.to(out.device)
+        self._train_sums += torch.stack([loss_sum, wrong, torch.tensor(float(len(y)), device=out.device)])
 
     def on_train_epoch_end(self):
-        loss_sum, wrong, n = self._across_processes(self._train_sums).tolist()
+        self._flush_finite_check()
+        loss_sum, wrong, n = self._across_processes(self._train_sums).cpu().tolist()
         elapsed = time.perf_counter() - self._epoch_start
         # Running figures during the pass (the model changed while it went); the paper's
         # "train error" is the evaluation of the whole training set after the pass.
@@ -262,7 +280,7 @@ class ClassifierTask(pl.LightningModule):
         row = [self.loss(out, y) * len(y), self.loss.mse(out, y) * len(y)]
         row += [(~(top[:, :k] == y[:, None]).any(1)).sum().float() for k in self.top_k]
         row.append(torch.tensor(float(len(y)), device=out.device))
-        sums = torch.stack(row).detach().cpu()
+        sums = torch.stack(row).detach()  # stays on the device: read back once, at the end
         self._eval_sums[name] = self._eval_sums.get(name, torch.zeros_like(sums)) + sums
 
     def _across_processes(self, sums: torch.Tensor) -> torch.Tensor:
