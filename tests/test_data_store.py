@@ -199,3 +199,11 @@ def test_ten_crops_are_the_corners_centre_and_their_mirrors():
         torch.testing.assert_close(crops[0, 5 + i, 0], e.flip(-1))
     centre = augment.centre_batch(image, crop, torch.zeros(1, 1, 3), 1.0)
     torch.testing.assert_close(centre[0, 0], expected[4])
+
+
+def test_a_store_survives_its_sources_getting_new_modification_times(tiny):
+    """A data root restored or copied without timestamps is still the data the store holds."""
+    prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    for path in (tiny / "tiny").rglob("*.JPEG"):
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    _module(tiny).setup()  # no "prepared from other files"

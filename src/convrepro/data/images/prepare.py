@@ -13,8 +13,10 @@ image and colour statistics, and a manifest.
 * Safe on a full disk: the arrays are allocated whole (``posix_fallocate``) before the
   first image, and ``manifest.json`` -- the mark of a complete store -- is written last,
   atomically.  A store without it is incomplete and is never read.
-* A store records the listing (paths, sizes, mtimes) it was made from; one whose sources
-  changed, or that came from another folder, is refused.
+* A store records the listing (paths, labels, sizes) it was made from; one whose sources
+  changed, or that came from another folder, is refused.  Modification times are left out:
+  a data root copied or restored on another machine gets new ones, and the contents were
+  verified against SHA256SUMS when the store was written.
 * Files that cannot be decoded (truncated, not an image) are listed and left out; CMYK,
   greyscale and PNG-in-a-.JPEG files are decoded to RGB.
 """
@@ -96,7 +98,7 @@ def prepare(folder: str = "imagenette2-224", size: int = 256, root: str | None =
     if listings["val"][0] != classes:
         raise DataError(f"{base}: train/ and val/ hold different class folders "
                         f"({len(classes)} vs {len(listings['val'][0])})")
-    keys = {split: listing_key(samples, f"size={size}") for split, (_, samples) in listings.items()}
+    keys = {split: listing_key(samples, f"size={size}", mtimes=False) for split, (_, samples) in listings.items()}
     manifest = out / "manifest.json"
     if manifest.is_file():
         existing = json.loads(manifest.read_text())

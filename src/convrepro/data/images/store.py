@@ -60,7 +60,7 @@ class ImageStore:
         if base.is_dir():  # sources still there: they must be the ones the store was made from
             for split in SPLITS:
                 _, samples = list_split(base, split)
-                if listing_key(samples, f"size={size}") != manifest["splits"][split]["listing"]:
+                if listing_key(samples, f"size={size}", mtimes=False) != manifest["splits"][split]["listing"]:
                     raise DataError(f"{out} was prepared from other files than {base}/{split} holds now; "
                                     f"prepare it again with `{command} --force`")
         return cls(out, manifest)
