@@ -111,7 +111,8 @@ def _batches(loader):
 
 
 def input_throughput(size: int, crop: int, batch: int, batches: int, source: str,
-                     device: torch.device = CPU, num_workers: int | None = None) -> dict:
+                     device: torch.device = CPU, num_workers: int | None = None,
+                     whole_batch: bool | None = None) -> dict:
     """Training batches per second as the model receives them: read (store) or decoded (jpeg),
     moved to the device, then cropped, reflected, centred and coloured there."""
     from convrepro.data.images.datamodule import ImageFolderDataModule
@@ -119,6 +120,7 @@ def input_throughput(size: int, crop: int, batch: int, batches: int, source: str
     dm = ImageFolderDataModule(image_size=size, crop_size=crop, batch_size=batch, check_images=False,
                                verify_checksums=False, source=source, num_workers=num_workers)
     dm.setup()
+    dm.whole_batch = whole_batch
     it = _batches(dm.train_dataloader())
     x, y = next(it)  # workers started
     dm.device_transform((x.to(device), y.to(device)), "train")
@@ -130,7 +132,8 @@ def input_throughput(size: int, crop: int, batch: int, batches: int, source: str
         n += len(y)
     _sync(device)
     seconds = time.perf_counter() - start
-    return {"source": source, "workers": dm.num_workers, "images_per_second": n / seconds}
+    return {"source": source, "workers": dm.num_workers, "whole_batch": whole_batch,
+            "images_per_second": n / seconds}
 
 
 def ensure_store(size: int) -> None:

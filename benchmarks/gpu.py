@@ -123,6 +123,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--input-batches", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--skip-model", action="store_true", help="leave out the model and per-layer sections")
     parser.add_argument("--learn-epochs", type=int, default=0,
                         help="also train the GPU default and the paper's exact init this many passes (0: skip)")
     args = parser.parse_args()
@@ -132,7 +133,7 @@ def main() -> int:
     device = torch.device("cuda")
     result = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__, "batch": args.batch,
               "cpu_cores": os.cpu_count(), "machine": platform.machine(), "model": {}}
-    for setting in ("fp32", "tf32", "bf16", "fp16"):
+    for setting in () if args.skip_model else ("fp32", "tf32", "bf16", "fp16"):
         for channels_last in (False, True):
             key = setting + ("+channels_last" if channels_last else "")
             r = model_throughput(227, args.batch, args.repeats, device, setting, channels_last)
@@ -141,7 +142,7 @@ def main() -> int:
                   f"{r['train']['torch_nn_images_per_second']:7.0f} img/s ({r['train']['ratio']:.2f}), eval "
                   f"{r['eval']['hand_written_images_per_second']:7.0f} / {r['eval']['torch_nn_images_per_second']:7.0f}"
                   f" ({r['eval']['ratio']:.2f})  hand-written / torch.nn")
-    result["layers_tf32"] = layer_ratios(args.batch, args.repeats)
+    result["layers_tf32"] = {} if args.skip_model else layer_ratios(args.batch, args.repeats)
     print("per layer, hand-written / PyTorch (fwd+bwd, TF32): "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["layers_tf32"].items()))
     ensure_store(256)
@@ -151,6 +152,7 @@ def main() -> int:
     result["store_images"] = {split: store.manifest["splits"][split]["count"] for split in ("train", "val")}
     feed = (256, 227, args.batch, args.input_batches)
     result["input"] = {"store": input_throughput(*feed, "store", device),
+                       "store_per_image_augmentation": input_throughput(*feed, "store", device, whole_batch=False),
                        "store_8_workers": input_throughput(*feed, "store", device, 8),
                        "jpeg": input_throughput(*feed, "jpeg", device)}
     print("input pipeline to the GPU: " + ", ".join(f"{s} ({r['workers']} workers) {r['images_per_second']:.0f} img/s"

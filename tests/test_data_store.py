@@ -207,3 +207,23 @@ def test_a_store_survives_its_sources_getting_new_modification_times(tiny):
     for path in (tiny / "tiny").rglob("*.JPEG"):
         os.utime(path, (1_000_000_000, 1_000_000_000))
     _module(tiny).setup()  # no "prepared from other files"
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_whole_batch_augmentation_gives_the_per_image_numbers(per_channel):
+    """The GPU's whole-batch gathers and the CPU's per-image loop: the same crops, mirrors,
+    centring and colour, bit for bit, for the same random draws."""
+    size, crop, b = 20, 13, 16
+    x = torch.randint(0, 256, (b, size, size, 3), dtype=torch.uint8)
+    mean = torch.rand(1, 1, 3) * 255 if per_channel else torch.rand(size, size, 3) * 255
+    lam, p = torch.tensor([0.2, 0.02, 0.005]), torch.linalg.qr(torch.randn(3, 3)).Q
+    outs = []
+    for whole in (False, True):
+        torch.manual_seed(5)
+        outs.append(augment.train_batch(x, crop, mean, lam, p, 0.1, True, 1.0 / 255, whole_batch=whole).clone())
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+    for whole in (False, True):
+        outs.append(augment.ten_crop_batch(x, crop, mean, 1.0, whole_batch=whole).clone())
+        outs.append(augment.centre_batch(x, crop, mean, 1.0, whole_batch=whole).clone())
+    torch.testing.assert_close(outs[4], outs[2], rtol=0, atol=0)
+    torch.testing.assert_close(outs[5], outs[3], rtol=0, atol=0)

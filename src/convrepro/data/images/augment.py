@@ -95,15 +95,26 @@ def _scaled(out: torch.Tensor, scale: float) -> torch.Tensor:
 
 def train_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, eigenvalues: torch.Tensor,
                 eigenvectors: torch.Tensor, pca_std: float, flip: bool, scale: float,
-                mean_reflected: torch.Tensor | None = None) -> torch.Tensor:
+                mean_reflected: torch.Tensor | None = None, whole_batch: bool | None = None) -> torch.Tensor:
     """Each image's crop (reflected if drawn so) minus the same window of the mean image,
-    plus its PCA colour; per image (broadcasting the mean over the batch ran 5x slower)."""
+    plus its PCA colour.
+
+    Two ways, the same numbers (tested): on a CPU per image (broadcasting the mean over the
+    batch ran 5x slower there); on a GPU as whole-batch gathers, a few kernels per batch where
+    the per-image loop launched ~4 per image (``whole_batch`` forces either).
+    """
     b, size = x.shape[0], x.shape[1]
     top, left, reflected = crop_indices(b, size, crop, flip)
     mean = mean.to(x.device)
-    mean_reflected = mean.flip(1) if mean_reflected is None else mean_reflected
     out = _output((b, crop, crop * 3), x.device)
-    shift = pca_shift(b, eigenvalues, eigenvectors, pca_std, 1.0, x.device).repeat(1, crop) if pca_std else None
+    shift = pca_shift(b, eigenvalues, eigenvectors, pca_std, 1.0, x.device) if pca_std else None
+    if _on_whole_batch(x, whole_batch):
+        _gathered_windows(x, mean, top, left, reflected, crop, out)
+        if shift is not None:
+            out.view(b, crop, crop, 3).add_(shift[:, None, None, :])
+        return _scaled(out, scale).view(b, crop, crop, 3).permute(0, 3, 1, 2)
+    mean_reflected = mean.flip(1) if mean_reflected is None else mean_reflected
+    shift = shift.repeat(1, crop) if shift is not None else None
     with one_thread(x.device.type == "cpu"):  # per-image ops (see convrepro.threads)
         for i, (t, l, r) in enumerate(zip(top, left, reflected, strict=True)):
             _centred_window(out[i], x[i], mean, mean_reflected, t, l, crop, r)
@@ -113,23 +124,52 @@ def train_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, eigenvalues: tor
     return out.view(b, crop, crop, 3).permute(0, 3, 1, 2)
 
 
+def _gathered_windows(x: torch.Tensor, mean: torch.Tensor, top: list[int], left: list[int],
+                      reflected: list[bool], crop: int, out: torch.Tensor) -> None:
+    """out (B, C, C*3) = every image's own window, mirrored where drawn so, minus the mean's
+    window at the same rows and columns (a mirrored window of the mean is the mean's window
+    read with the image's mirrored columns): one gather for the batch."""
+    b, dev = x.shape[0], x.device
+    steps = torch.arange(crop)
+    rows = torch.tensor(top)[:, None] + steps
+    cols = torch.tensor(left)[:, None] + torch.where(torch.tensor(reflected)[:, None], crop - 1 - steps, steps)
+    rows, cols = rows.to(dev, non_blocking=True)[:, :, None], cols.to(dev, non_blocking=True)[:, None, :]
+    o = out.view(b, crop, crop, 3)
+    o.copy_(x[torch.arange(b, device=dev)[:, None, None], rows, cols])  # uint8 -> float, as per image
+    o.sub_(mean.reshape(3) if mean.shape[0] == 1 else mean[rows, cols])
+
+
+def _on_whole_batch(x: torch.Tensor, whole_batch: bool | None) -> bool:
+    return x.device.type != "cpu" if whole_batch is None else whole_batch
+
+
 def _windows(x: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor | None, top: int, left: int,
-             crop: int, reflected: bool, out: torch.Tensor) -> None:
-    """out (B, C, C*3) = the same window of every image, centred."""
-    with one_thread(x.device.type == "cpu"):  # per-image ops (see convrepro.threads)
+             crop: int, reflected: bool, out: torch.Tensor, whole_batch: bool | None = None) -> None:
+    """out (B, C, C*3) = the same window of every image, centred: on a GPU one slice of the
+    whole batch, on a CPU image by image (see ``train_batch``)."""
+    if _on_whole_batch(x, whole_batch):
+        b = x.shape[0]
+        window = x[:, top:top + crop, left:left + crop]
+        m = mean if mean.shape[0] == 1 else mean[top:top + crop, left:left + crop]
+        o = out.view(b, crop, crop, 3)
+        o.copy_(window.flip(2) if reflected else window)
+        o.sub_(m.flip(1) if reflected else m)
+        return
+    with one_thread():  # per-image ops (see convrepro.threads)
         for i in range(x.shape[0]):
             _centred_window(out[i], x[i], mean, mean_reflected, top, left, crop, reflected)
 
 
-def centre_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, scale: float) -> torch.Tensor:
+def centre_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, scale: float,
+                 whole_batch: bool | None = None) -> torch.Tensor:
     b, t = x.shape[0], (x.shape[1] - crop) // 2
     out = _output((b, crop, crop * 3), x.device)
-    _windows(x, mean.to(x.device), None, t, t, crop, False, out)
+    _windows(x, mean.to(x.device), None, t, t, crop, False, out, whole_batch)
     return _scaled(out, scale).view(b, crop, crop, 3).permute(0, 3, 1, 2)
 
 
 def ten_crop_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, scale: float,
-                   mean_reflected: torch.Tensor | None = None) -> torch.Tensor:
+                   mean_reflected: torch.Tensor | None = None, whole_batch: bool | None = None) -> torch.Tensor:
     """(B, 10, 3, C, C): top-left, top-right, bottom-left, bottom-right, centre, then each reflected."""
     b, size = x.shape[0], x.shape[1]
     t, e = (size - crop) // 2, size - crop
@@ -138,5 +178,5 @@ def ten_crop_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, scale: float,
     out = _output((b, 10, crop, crop * 3), x.device)
     for k, (reflected, (r, c)) in enumerate((f, rc) for f in (False, True)
                                             for rc in ((0, 0), (0, e), (e, 0), (e, e), (t, t))):
-        _windows(x, mean, mean_reflected, r, c, crop, reflected, out[:, k])
+        _windows(x, mean, mean_reflected, r, c, crop, reflected, out[:, k], whole_batch)
     return _scaled(out, scale).view(b, 10, crop, crop, 3).permute(0, 1, 4, 2, 3)

@@ -67,6 +67,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.pca_std, self.flip, self.scale = pca_std, flip, augment.SCALES[pixel_scale]
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = default_workers(source) if num_workers is None else num_workers
+        # Augmentation by whole-batch gathers (None: on a GPU) or image by image (on a CPU): see augment.
+        self.whole_batch: bool | None = None
         self.train_subset, self.val_subset = train_subset, val_subset
         self.check_images, self.verify_checksums, self.ten_crop = check_images, verify_checksums, ten_crop
         self.in_memory = in_memory
@@ -179,17 +181,19 @@ class ImageFolderDataModule(ClassificationDataModule):
         if batch is None:
             return None
         x, y = batch
-        if x.device not in self._on_device:
-            self._on_device[x.device] = (self.mean.to(x.device), self.mean.to(x.device).flip(1))
-        mean, mirrored = self._on_device[x.device]
-        if purpose == "train":
+        if x.device not in self._on_device:  # copied once per device, not per batch
             s = self.statistics
-            x = augment.train_batch(x, self.crop_size, mean, s["eigenvalues"], s["eigenvectors"],
-                                    self.pca_std, self.flip, self.scale, mirrored)
+            mean = self.mean.to(x.device)
+            self._on_device[x.device] = (mean, mean.flip(1), s["eigenvalues"].to(x.device),
+                                         s["eigenvectors"].to(x.device))
+        mean, mirrored, eigenvalues, eigenvectors = self._on_device[x.device]
+        if purpose == "train":
+            x = augment.train_batch(x, self.crop_size, mean, eigenvalues, eigenvectors, self.pca_std, self.flip,
+                                    self.scale, mirrored, whole_batch=self.whole_batch)
         elif purpose == "ten_crop":
-            x = augment.ten_crop_batch(x, self.crop_size, mean, self.scale, mirrored)
+            x = augment.ten_crop_batch(x, self.crop_size, mean, self.scale, mirrored, whole_batch=self.whole_batch)
         else:
-            x = augment.centre_batch(x, self.crop_size, mean, self.scale)
+            x = augment.centre_batch(x, self.crop_size, mean, self.scale, whole_batch=self.whole_batch)
         return x, y
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
