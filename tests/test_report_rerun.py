@@ -134,3 +134,53 @@ def test_summary_takes_experiment_names_and_names_the_ones_that_exist(tmp_path, 
     assert "no paper or experiment named 'lecun89': choose one of krizhevsky2012" in err and "lecun1989_modern" in err
     assert summary_main(["lecun1989_modern", "--uri", uri]) == 0
     assert "lecun1989_modern is an experiment of lecun1989" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override,why", [
+    ("++scheduler.factory._target_=builtins.open", "names code for Hydra to call"),
+    ("model.init={_target_:os.system,_args_:[id]}", "names code for Hydra to call"),
+    ("hydra/launcher=basic", "changes Hydra itself"),
+    ("hydra.job.chdir=true", "changes Hydra itself"),
+    ("+brand.new_key=1", "sets a key the project's config does not have"),
+    ("~seed", "deletes a key"),
+    ("optim.lr='${oc.env:MLFLOW_TRACKING_PASSWORD}'", "holds an interpolation"),
+])
+def test_stored_overrides_that_could_run_code_or_change_hydra_are_refused(override, why):
+    from convrepro.errors import ConfigError
+    from convrepro.rerun import checked_overrides
+
+    with pytest.raises(ConfigError, match=re.escape(why)):
+        checked_overrides(["experiment=lecun1989", override], "abc")
+    fine = ["experiment=lecun1989", "optim=sdlm", "seed=3", "trainer.max_epochs=2", "++optim.lr=0.1"]
+    assert checked_overrides(fine, "abc") == fine
+
+
+def test_a_tampered_config_artifact_restores_only_plain_values_of_existing_keys():
+    from convrepro.rerun import composed, drift_overrides
+
+    today = composed(["experiment=lecun1989"])
+    stored = {"optim": {"lr": 0.25, "_target_": "builtins.exec"}, "seed": "${oc.env:HOME}",
+              "planted": {"_target_": "os.system"}}
+    dropped: list[str] = []
+    assert drift_overrides(stored, today, dropped) == ["++optim.lr=0.25"]
+    assert sorted(dropped) == ["optim._target_ (its stored value names code for Hydra to call)",
+                               "planted (not in today's config)", "seed (its stored value holds an interpolation)"]
+
+
+def test_a_rerun_of_a_run_whose_tag_was_edited_runs_nothing(store, tmp_path, capsys):
+    from convrepro.rerun import main as rerun_main
+
+    tmp, client, exp = store
+    (original,) = client.search_runs([exp], "tags.seed = '9'")
+    run_id, tag = original.info.run_id, original.data.tags["hydra.overrides"]
+    planted = tmp_path / "PWNED"
+    client.set_tag(run_id, "hydra.overrides", f"{tag} ++scheduler.factory._target_=builtins.open "
+                                              f"++scheduler.factory._args_=[{planted},w]")
+    try:
+        assert rerun_main([run_id, "--uri", f"sqlite:///{tmp / 'mlflow.db'}"]) == 2
+    finally:
+        client.set_tag(run_id, "hydra.overrides", tag)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: run {run_id} cannot be rerun: its stored override "
+                              "'++scheduler.factory._target_=builtins.open' names code")
+    assert not planted.exists()

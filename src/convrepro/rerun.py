@@ -7,6 +7,14 @@ rerun computes what the original computed even after the defaults changed.  Mach
 paths (project folder, data root, output folder) are today's.  Warns when the code (git
 commit) or a library version differs from the original run's; tags the new run
 ``rerun.of = RUN_ID``.  Extra overrides apply on top (``trainer.max_epochs=5``).
+
+What the store says is not trusted: anyone who can write a tag or an artifact (a tracking
+server's users) could otherwise make a colleague's rerun call arbitrary Python through
+Hydra's ``_target_``.  The stored overrides and values may only choose the project's config
+groups and set keys its config already has, to plain values: no ``_target_`` (or any
+instantiation key), no ``hydra`` keys, no new or deleted keys, no ``${...}`` interpolation
+(it could read the environment into a logged parameter).  Anything else is refused in one
+line.  Overrides typed on the command line are the user's own and are not restricted.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
 from convrepro.config import register_resolvers
-from convrepro.errors import TrackingError
+from convrepro.errors import ConfigError, TrackingError
 from convrepro.paths import CONF_DIR, PROJECT_ROOT
 from convrepro.tracking.params import flatten
 from convrepro.tracking.provenance import git_state, library_versions
@@ -33,6 +41,50 @@ from convrepro.tracking.store import add_uri_argument
 
 # Not part of what a run computes, or different on every machine.
 _MACHINE_KEYS = ("paths.", "resume", "data.root", "logger.")
+# Keys through which Hydra's instantiate calls code.
+_CODE_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
+
+
+def config_groups() -> set[str]:
+    return {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+
+
+def _unsafe(override: str, key: str) -> str | None:
+    """Why a stored override may not run, or None."""
+    if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+        return "changes Hydra itself"
+    if any(word in override for word in _CODE_KEYS):
+        return "names code for Hydra to call"
+    if "${" in override:
+        return "holds an interpolation"
+    return None
+
+
+def checked_overrides(overrides: list[str], run_id: str) -> list[str]:
+    """The run's stored Hydra overrides, refused (ConfigError) unless each chooses one of the
+    project's config groups or sets a key today's config has."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise ConfigError(f"run {run_id}'s stored overrides cannot be parsed: {str(err).splitlines()[0]}") from None
+    groups = config_groups()
+    choices = [o.input_line for o in parsed if o.key_or_group in groups and not o.is_delete()]
+    keys = None
+    for o in parsed:
+        why = _unsafe(o.input_line, o.key_or_group)
+        if why is None and o.is_delete():
+            why = "deletes a key"
+        if why is None and o.key_or_group not in groups:
+            keys = composed(choices) if keys is None else keys
+            if not any(k == o.key_or_group or k.startswith(o.key_or_group + ".") for k in keys):
+                why = "sets a key the project's config does not have"
+        if why:
+            raise ConfigError(f"run {run_id} cannot be rerun: its stored override {o.input_line!r} {why}; "
+                              "reruns take only the project's own config keys (was the tag edited?)")
+    return overrides
 
 
 def stored_config(client: MlflowClient, run_id: str) -> dict:
@@ -76,8 +128,12 @@ def _hydra_value(value) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def drift_overrides(stored: dict, today: dict[str, str]) -> list[str]:
-    """Overrides that put back every stored value today's config files would change."""
+def drift_overrides(stored: dict, today: dict[str, str], dropped: list[str] | None = None) -> list[str]:
+    """Overrides that put back every stored value today's config files would change.
+
+    Not restored, and listed in ``dropped``: keys today's config no longer has (today's code
+    does not read them) and values that name code or interpolate (what a tampered
+    config.yaml would hold; today's value stands)."""
     out = []
 
     def walk(node, prefix=""):
@@ -85,11 +141,19 @@ def drift_overrides(stored: dict, today: dict[str, str]) -> list[str]:
             dotted = f"{prefix}{key}"
             if dotted.startswith(_MACHINE_KEYS) or dotted == "resume":
                 continue
-            if isinstance(value, dict):
+            mine = {k: v for k, v in today.items() if k == dotted or k.startswith(dotted + ".")}
+            if isinstance(value, dict) and mine:
                 walk(value, dotted + ".")
-            elif flatten(value, dotted + ".") != {k: v for k, v in today.items()
-                                                  if k == dotted or k.startswith(dotted + ".")}:
-                out.append(value_override(dotted, value))
+            elif not mine:
+                if dropped is not None:
+                    dropped.append(f"{dotted} (not in today's config)")
+            elif flatten(value, dotted + ".") != mine:
+                override = value_override(dotted, value)
+                why = _unsafe(override, dotted)
+                if why is None:
+                    out.append(override)
+                elif dropped is not None:
+                    dropped.append(f"{dotted} (its stored value {why})")
     walk(stored)
     return out
 
@@ -129,8 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for warning in provenance_warnings(run):
         print(f"warning: {warning}", file=sys.stderr)
-    overrides = original_overrides(run)
-    drift = drift_overrides(stored, composed(overrides))
+    dropped: list[str] = []
+    try:
+        overrides = checked_overrides(original_overrides(run), args.run_id)
+        drift = drift_overrides(stored, composed(overrides), dropped)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if dropped:
+        print(f"note: {len(dropped)} stored value(s) not restored: " + ", ".join(dropped), file=sys.stderr)
     if drift:
         print(f"note: today's config files differ from the run's in {len(drift)} value(s); restoring them: "
               + " ".join(drift), file=sys.stderr)
