@@ -37,7 +37,7 @@ from convrepro.paths import CONF_DIR, PROJECT_ROOT
 from convrepro.tracking.params import flatten
 from convrepro.tracking.provenance import git_state, library_versions
 from convrepro.tracking.runs import find_run
-from convrepro.tracking.store import add_uri_argument
+from convrepro.tracking.store import add_uri_argument, check
 
 # Not part of what a run computes, or different on every machine.
 _MACHINE_KEYS = ("paths.", "resume", "data.root", "logger.")
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     client = MlflowClient(args.uri)
     try:
+        check(args.uri, must_exist=True)
         run = find_run(client, args.run_id)
         args.run_id = run.info.run_id
         stored = stored_config(client, args.run_id)

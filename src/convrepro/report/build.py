@@ -15,6 +15,7 @@ import argparse
 import base64
 import html
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -180,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        check(args.uri)
+        check(args.uri, must_exist=True)
     except TrackingError as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 2
     build(args.uri, Path(args.out), args.paper)
     print(f"written {Path(args.out) / 'index.html'} and {Path(args.out) / 'results.md'}")

@@ -12,10 +12,11 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
+from convrepro.errors import TrackingError
 from convrepro.paths import CONF_DIR, EXPERIMENTS_DIR
 from convrepro.report.paper import paper_metrics
 from convrepro.report.summary import aggregate, finished_runs
-from convrepro.tracking.store import add_uri_argument
+from convrepro.tracking.store import add_uri_argument, check
 
 
 def paper_of(name: str) -> str | None:
@@ -41,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"({args.experiment} is an experiment of {paper}: its runs are grouped by variant below)")
     args.experiment = paper
     citation, metrics = paper_metrics(args.experiment)
+    try:
+        check(args.uri, must_exist=True)
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     runs = finished_runs(MlflowClient(args.uri), args.experiment, args.filter)
     table = aggregate(runs, [m.key for m in metrics])
     out = Table(title=f"{citation}: finished runs in {args.uri}")

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from convrepro.errors import TrackingError
 from convrepro.tracking.runs import find_run
-from convrepro.tracking.store import add_uri_argument
+from convrepro.tracking.store import add_uri_argument, check
 
 # Params that differ between any two runs without changing what they compute.
 _INCIDENTAL = ("paths.output_dir", "resume")
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     client = MlflowClient(args.uri)
     try:
+        check(args.uri, must_exist=True)
         a, b = find_run(client, args.run_a), find_run(client, args.run_b)
     except TrackingError as err:
         print(f"error: {err}", file=sys.stderr)

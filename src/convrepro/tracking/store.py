@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import urllib.error
@@ -25,8 +26,11 @@ def resolve_uri(configured: str | None = None) -> str:
     return uri
 
 
-def check(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast with one clear message instead of an hour of training and a lost run."""
+def check(uri: str, timeout: float = 5.0, must_exist: bool = False) -> None:
+    """Fail fast with one clear message instead of an hour of training and a lost run.
+
+    ``must_exist``: for the tools that read runs (a missing SQLite store is an error, not a
+    new empty one)."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme in ("http", "https"):
         if not parsed.netloc:
@@ -48,11 +52,11 @@ def check(uri: str, timeout: float = 5.0) -> None:
                                 f"sqlite:///{Path.cwd() / path})")
         if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
             raise TrackingError(f"the folder of the tracking store {path} does not exist or is not writable")
-        try:
-            with sqlite3.connect(path, timeout=timeout) as db:
-                db.execute("select 1")
-        except sqlite3.DatabaseError as err:
-            raise TrackingError(f"tracking store {path} is not a usable SQLite database: {err}") from None
+        if must_exist and not path.is_file():
+            raise TrackingError(f"there is no tracking store at {path}: train a run first (`make reproduce-lecun1989`) "
+                                "or point --uri / MLFLOW_TRACKING_URI at an existing store")
+        with _first_use_lock(path):
+            _check_sqlite(uri, path, timeout)
     elif parsed.scheme in ("postgresql", "mysql", "mssql", "databricks", "file"):
         return
     else:
@@ -60,6 +64,46 @@ def check(uri: str, timeout: float = 5.0) -> None:
             f"tracking URI {uri!r} is malformed: expected http(s)://host:port for a server or "
             f"sqlite:///<absolute path> for an embedded store"
         )
+
+
+class _first_use_lock:
+    """An exclusive lock beside the store (``<store>.lock``) for its first use: MLflow creates
+    and migrates a new SQLite store's tables on the first connection, and two processes doing
+    it at once broke it (alembic errors, a half-migrated store every later command failed on).
+    One process initialises; the others wait, then find it ready."""
+
+    def __init__(self, path: Path):
+        self.path = path.with_name(path.name + ".lock")
+
+    def __enter__(self):
+        self.file = open(self.path, "a")  # noqa: SIM115 (held for the with-block)
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+def _check_sqlite(uri: str, path: Path, timeout: float) -> None:
+    repair = (f"move {path} aside and start again with a new store, or repair it with "
+              f"`mlflow db upgrade {uri}` (keep a copy first)")
+    try:
+        with sqlite3.connect(path, timeout=timeout) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+            version = (db.execute("select version_num from alembic_version").fetchall()
+                       if "alembic_version" in tables else [])
+    except sqlite3.DatabaseError as err:
+        raise TrackingError(f"tracking store {path} is not a usable SQLite database: {err}") from None
+    if tables and (any(t.startswith("_alembic_tmp_") for t in tables) or len(version) != 1):
+        raise TrackingError(f"tracking store {path} is half-initialised (its first use was interrupted): {repair}")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:  # creates and migrates the tables of a new store (under the lock), verifies an old one's
+        MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as err:
+        raise TrackingError(f"tracking store {path} cannot be used: {str(err).splitlines()[0]} ({repair})") from None
 
 
 def add_uri_argument(parser) -> None:
