@@ -6,6 +6,7 @@ import bz2
 import functools
 import gzip
 import http.server
+import os
 import shutil
 import threading
 
@@ -130,3 +131,44 @@ def test_corrupt_download_leaves_nothing_behind(http_mirror, tmp_path, capsys):
 def test_unreachable_mirror_is_one_clear_error(tmp_path):
     with pytest.raises(DataError, match="could not download http://127.0.0.1:9/zip.train.gz"):
         usps_module.download(tmp_path, base_url="http://127.0.0.1:9/")
+
+
+def test_check_hashes_even_a_file_whose_size_and_mtime_did_not_change(usps_dir, tmp_path, monkeypatch, capsys):
+    """An edit that keeps size and mtime fools the cache; `convrepro-data check` must not trust it."""
+    from convrepro.cli import data_main
+    from convrepro.data import integrity
+
+    monkeypatch.setenv("CONVREPRO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(integrity, "_COUNTS", {"hashed": 0, "cached": 0})
+    monkeypatch.setattr(integrity, "_REHASH", False)
+    folder = _copy(usps_dir, tmp_path)
+    root = str(folder.parent)
+    assert data_main(["check", "usps", "--root", root]) == 0
+    path = folder / "zip.train.gz"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte altered: same size
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+    integrity.rehash(False)
+    assert integrity.cached_digest(path) != integrity.file_digest(path)  # the cache alone is fooled...
+    assert data_main(["check", "usps", "--root", root]) == 2  # ...check is not
+    assert "zip.train.gz is truncated or altered" in capsys.readouterr().err
+
+
+def test_runs_record_whether_their_data_was_hashed_or_trusted_from_the_cache(usps_dir, tmp_path, monkeypatch):
+    from convrepro.data import integrity
+
+    monkeypatch.setenv("CONVREPRO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(integrity, "_COUNTS", {"hashed": 0, "cached": 0})
+    monkeypatch.setattr(integrity, "_REHASH", False)
+    assert integrity.verification() == "none"
+    path = _copy(usps_dir, tmp_path) / "zip.test.gz"
+    integrity.cached_digest(path)
+    assert integrity.verification() == "hashed"
+    integrity.cached_digest(path)
+    assert integrity.verification() == "cached"
+    integrity.rehash()
+    monkeypatch.setattr(integrity, "_COUNTS", {"hashed": 0, "cached": 0})
+    integrity.cached_digest(path)
+    assert integrity.verification() == "hashed"

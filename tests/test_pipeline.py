@@ -62,7 +62,7 @@ def test_tags_record_provenance(tiny_run):
     assert t["git.dirty"] in ("true", "false", "unknown")
     assert t["version.torch"].startswith("2.11.0")
     assert t["dataset.sha.usps/zip.train.gz"].startswith("66ebf231")
-    assert len(t["dataset.fingerprint"]) == 64
+    assert len(t["dataset.fingerprint"]) == 64 and t["dataset.verified"] in ("hashed", "cached")
     assert "trainer.max_epochs=2" in t["hydra.overrides"]
     assert t["hydra.choice.optim"] == "sgd"
     assert t["device.accelerator"] == "cpu"

@@ -76,7 +76,10 @@ def data_main(argv: list[str] | None = None) -> int:
             for path in arctic.download(_root(args.root), speakers, base_url=args.base_url):
                 print(f"ok  {path}")
         elif args.command == "check":
+            from convrepro.data.integrity import rehash
             from convrepro.data.usps import USPS
+
+            rehash()  # checking is hashing: the cache is what is being checked
 
             for split in ("train", "test"):
                 ds = USPS(_root(args.root), split)

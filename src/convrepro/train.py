@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from convrepro.config import register_resolvers, validate
+from convrepro.data.integrity import rehash
 from convrepro.errors import USER_ERRORS, ConfigError
 from convrepro.paths import CONF_DIR
 
@@ -32,6 +33,7 @@ def build(cfg: DictConfig):
     validate(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.training.matmul_precision)
+    rehash(bool(cfg.get("rehash_data", False)))  # the run tags which it did: dataset.verified
     datamodule = _instantiate("data", cfg.data)
     datamodule.prepare_data()
     model = _instantiate("model", cfg.model)

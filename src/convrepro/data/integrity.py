@@ -1,5 +1,11 @@
 """Checksums: verified on first use, then trusted while size and mtime are unchanged.
 
+A file can change without changing its size or mtime (an edit followed by ``touch -d``),
+so trusting the cache is recorded: ``verification()`` says whether this process hashed
+every file it verified or took some digests from the cache (runs tag it
+``dataset.verified``), and ``rehash()`` (``convrepro-data check``, the ``rehash_data``
+config key) makes every digest fresh.
+
 Hashing the 1.3 GB of Imagenette on every run would cost more than a LeCun training run,
 so each verified file's (size, mtime_ns, digest) is remembered in the cache directory.
 A run's dataset fingerprint is the SHA-256 over the sorted (name, digest) pairs of its
@@ -19,6 +25,22 @@ from convrepro.errors import DataError
 from .paths import cache_dir
 
 _LOCK = threading.Lock()
+_REHASH = False
+_COUNTS = {"hashed": 0, "cached": 0}  # digests computed / taken from the cache by this process
+
+
+def rehash(on: bool = True) -> None:
+    """Hash every file again instead of trusting the (size, mtime) cache."""
+    global _REHASH
+    _REHASH = on
+
+
+def verification() -> str:
+    """``hashed``: every verified file was hashed by this process; ``cached``: some digests came
+    from the cache (files unchanged in size and mtime); ``none``: nothing was verified."""
+    if _COUNTS["cached"]:
+        return "cached"
+    return "hashed" if _COUNTS["hashed"] else "none"
 
 
 def _cache_file() -> Path:
@@ -58,9 +80,11 @@ def cached_digests(paths: list[Path], algorithm: str = "sha256", progress: str |
     digests, missing = [], []
     for i, (key, stamp) in enumerate(zip(keys, stamps, strict=True)):
         hit = cache.get(key)
-        digests.append(hit["digest"] if hit and hit["stamp"] == stamp else None)
+        digests.append(hit["digest"] if hit and hit["stamp"] == stamp and not _REHASH else None)
         if digests[-1] is None:
             missing.append(i)
+    _COUNTS["cached"] += len(paths) - len(missing)
+    _COUNTS["hashed"] += len(missing)
     if not missing:
         return digests
     for i in _progress(missing, progress):

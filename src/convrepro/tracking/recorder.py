@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from convrepro.data.integrity import fingerprint
+from convrepro.data.integrity import fingerprint, verification
 from convrepro.paths import PROJECT_ROOT
 from convrepro.tracking import plots
 from convrepro.tracking.params import flatten
@@ -32,6 +32,7 @@ def run_tags(cfg: DictConfig, datamodule, hydra_cfg, client: MlflowClient | None
         "variant": cfg.variant,
         "seed": str(cfg.seed),
         "dataset.fingerprint": fingerprint(files),
+        "dataset.verified": verification(),  # hashed | cached (size and mtime unchanged) | none
         "hydra.overrides": " ".join(hydra_cfg.overrides.task) or "(none)",
         "config.hash": config_hash(cfg),
         "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),

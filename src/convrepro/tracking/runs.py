@@ -42,7 +42,7 @@ def ensure_experiment(uri: str, name: str, artifact_root: str) -> str:
 
 
 # Keys that do not change what a run computes: a resumed run may differ in them.
-_NOT_PART_OF_THE_RUN = ("resume", "trainer.enable_progress_bar", "data.progress", "paths.output_dir")
+_NOT_PART_OF_THE_RUN = ("resume", "rehash_data", "trainer.enable_progress_bar", "data.progress", "paths.output_dir")
 
 
 def _what_the_run_computes(cfg: DictConfig) -> dict:
