@@ -109,6 +109,11 @@ def test_artifacts_config_hydra_plots_checkpoint(tiny_run):
     ("trainer.precision=16-mixed", "trainer.precision=16-mixed needs a GPU (float16 autocast is CUDA's); on a CPU use trainer.precision=bf16-mixed"),
     ("trainer.precision=8-mixed", "trainer.precision='8-mixed' is not allowed: choose one of 32-true"),
     ("trainer=gpu", "trainer.accelerator=gpu but this machine has no CUDA GPU; run on the CPU with trainer=cpu"),
+    ("trainer.accelerator=gpu", "trainer.accelerator=gpu but this machine has no CUDA GPU"),
+    ("seed=-5", "seed=-5 is not allowed: expected an integer from 0 to 4294967295"),
+    ("data.num_workers=-1", "data.num_workers=-1 is not allowed: expected an integer >= 0 (or null for the default)"),
+    ("data.eval_batch_size=0", "data.eval_batch_size=0 is not allowed: expected a positive integer"),
+    ("training.matmul_precision=low", "training.matmul_precision='low' is not allowed: choose one of highest, high"),
 ])
 def test_config_errors_fail_before_any_run(tmp_path, override, message):
     import torch

@@ -39,6 +39,16 @@ def _positive_int(cfg, key, allow_none=False):
         raise ConfigError(f"{key}={v!r} is not allowed: expected {allowed}")
 
 
+def _count(cfg, key, minimum: int):
+    """A key some data modules have (workers, evaluation batch): checked where present."""
+    v = OmegaConf.select(cfg, key, default="(absent)", throw_on_missing=False)
+    if v in ("(absent)", None):
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        what = "a positive integer" if minimum == 1 else "an integer >= 0"
+        raise ConfigError(f"{key}={v!r} is not allowed: expected {what} (or null for the default)")
+
+
 def _positive_float(cfg, key):
     v = _get(cfg, key)
     if v is None:
@@ -67,10 +77,15 @@ def validate(cfg: DictConfig) -> None:
     from convrepro.models.activations import NONLINEARITIES
     from convrepro.training.losses import LOSSES
 
-    if not isinstance(_get(cfg, "seed"), int):
-        raise ConfigError(f"seed={_get(cfg, 'seed')!r} is not allowed: expected an integer")
+    seed = _get(cfg, "seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed!r} is not allowed: expected an integer from 0 to 4294967295")
     _positive_int(cfg, "trainer.max_epochs")
     _positive_int(cfg, "data.batch_size")
+    _count(cfg, "data.eval_batch_size", 1)
+    _count(cfg, "data.num_workers", 0)
+    _count(cfg, "data.image_size", 1)
+    _count(cfg, "data.crop_size", 1)
     _positive_int(cfg, "training.patterns_per_update", allow_none=True)
     _positive_int(cfg, "training.curvature_patterns")
     _positive_int(cfg, "training.checkpoint_every_n_steps", allow_none=True)
