@@ -89,12 +89,11 @@ report: install
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
 
-# A standalone tracking server for a team (SQLite backend and artifacts in $(SERVER_DIR));
-# point runs at it with MLFLOW_TRACKING_URI=http://<host>:$(PORT).
+# A standalone tracking server for a team (SQLite backend, artifacts and users in $(SERVER_DIR));
+# HOST=0.0.0.0 serves other machines and needs MLFLOW_AUTH_ADMIN_PASSWORD (MLflow's basic
+# authentication) or ARGS=--no-auth; point runs at it with MLFLOW_TRACKING_URI=http://<host>:$(PORT).
 mlflow-server: install
-	mkdir -p $(SERVER_DIR)/artifacts
-	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(SERVER_DIR)/mlflow.db \
-		--artifacts-destination $(SERVER_DIR)/artifacts --serve-artifacts --host $${HOST:-127.0.0.1} --port $(PORT)
+	$(PY) -m convrepro.server --folder $(SERVER_DIR) --port $(PORT) --host $${HOST:-127.0.0.1} $(ARGS)
 
 clean:
 	rm -rf build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -52,16 +53,10 @@ def _post(base: str, path: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
-@pytest.fixture
-def server(tmp_path):
-    port = _free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+def _serve(cmd: list[str], base: str, log: Path, env: dict | None = None):
+    """Start a server process and wait for its /health; yields it, then stops its group."""
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env=env, cwd=REPO)
     deadline = time.time() + 120
     while True:
         try:
@@ -71,14 +66,27 @@ def server(tmp_path):
             pass
         if proc.poll() is not None or time.time() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+            pytest.fail("mlflow server did not start:\n" + log.read_text()[-3000:])
         time.sleep(0.5)
-    yield base
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = _free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    base = f"http://127.0.0.1:{port}"
+    for _ in _serve([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                     "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts",
+                     "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], base, tmp_path / "server.log"):
+        yield base
 
 
 def test_run_logged_to_a_server_is_in_the_rest_api_and_the_ui(server, tmp_path):
@@ -115,3 +123,60 @@ def test_run_logged_to_a_server_is_in_the_rest_api_and_the_ui(server, tmp_path):
                          capture_output=True, text=True, timeout=180).stdout
     assert "Runs - Experiment" in dom, dom[-2000:]
     assert "lecun1989-faithful-sgd-seed4" in dom
+
+
+def test_a_team_server_beyond_localhost_needs_a_login_and_accepts_its_own_host_names(tmp_path, monkeypatch):
+    """`make mlflow-server HOST=0.0.0.0` with MLFLOW_AUTH_ADMIN_PASSWORD: reached under the machine's
+    own address (not loopback) a run's calls pass MLflow's host check; anonymous writes are
+    refused; the pre-flight names what is missing in one line; a logged-in run finishes."""
+    from convrepro.errors import TrackingError
+    from convrepro.server import outward_address
+    from convrepro.tracking.store import check
+
+    require_data("usps")
+    address = outward_address() or "127.0.0.1"
+    port = _free_port()
+    base = f"http://{address}:{port}"
+    env = {**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-Password-1", "PORT": str(port), "HOST": "0.0.0.0"}
+    for _ in _serve([sys.executable, "-m", "convrepro.server", "--folder", str(tmp_path / "srv")], base,
+                    tmp_path / "server.log", env):
+        body = json.dumps({"name": "vandal"}).encode()
+        anonymous = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/create", data=body,
+                                           headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(anonymous, timeout=30)
+        assert refused.value.code == 401
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        with pytest.raises(TrackingError, match="needs a user and password: set MLFLOW_TRACKING_USERNAME"):
+            check(base)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        with pytest.raises(TrackingError, match="refused the user 'admin'"):
+            check(base)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "a-long-Password-1")
+        check(base)
+        with pytest.raises(TrackingError, match=r"refuses requests addressed to '127.0.0.2:\d+' \(MLflow's allowed"):
+            check(f"http://127.0.0.2:{port}")  # a name the server was not told to allow
+        run_env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": base}
+        result = subprocess.run(
+            [sys.executable, "-m", "convrepro.train", "experiment=lecun1989", "trainer.max_epochs=1",
+             "data.train_subset=100", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/o"],
+            cwd=REPO, env=run_env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(base)
+        (run,) = client.search_runs([client.get_experiment_by_name("lecun1989").experiment_id])
+        assert run.info.status == "FINISHED" and run.info.user_id == "admin"
+    assert not (tmp_path / "srv" / "basic_auth.ini").read_text().count("a-long-Password-1")  # not on disk
+
+
+def test_a_server_beyond_localhost_without_a_password_is_refused_unless_asked_for(tmp_path, capsys):
+    from convrepro.server import main as server_main
+
+    assert server_main(["--host", "0.0.0.0", "--folder", str(tmp_path), "--dry-run"]) == 2
+    assert "without authentication lets anyone on the network read, write and delete" in capsys.readouterr().err
+    assert server_main(["--host", "0.0.0.0", "--folder", str(tmp_path), "--dry-run", "--no-auth"]) == 0
+    out = capsys.readouterr().out
+    assert "--allowed-hosts" in out and "--app-name" not in out

@@ -35,14 +35,7 @@ def check(uri: str, timeout: float = 5.0, must_exist: bool = False) -> None:
     if parsed.scheme in ("http", "https"):
         if not parsed.netloc:
             raise TrackingError(f"tracking URI {uri!r} has no host (expected e.g. http://127.0.0.1:5000)")
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).read()
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            raise TrackingError(
-                f"tracking server {uri} is unreachable ({getattr(err, 'reason', err)}). Start it "
-                f"(`make mlflow-server`), fix MLFLOW_TRACKING_URI / logger.tracking_uri, or unset it "
-                f"to use the embedded store."
-            ) from None
+        _check_server(uri.rstrip("/"), parsed.netloc, timeout)
     elif parsed.scheme == "sqlite":
         if not uri.startswith("sqlite:///"):
             raise TrackingError(f"tracking URI {uri!r} is malformed: use sqlite:///<absolute path>")
@@ -64,6 +57,43 @@ def check(uri: str, timeout: float = 5.0, must_exist: bool = False) -> None:
             f"tracking URI {uri!r} is malformed: expected http(s)://host:port for a server or "
             f"sqlite:///<absolute path> for an embedded store"
         )
+
+
+def _check_server(uri: str, host: str, timeout: float) -> None:
+    """Reachable, and answering the API calls a run makes (``/health`` alone passed while every
+    write was refused for its Host header or its missing credentials)."""
+    import base64
+    import json
+
+    try:
+        urllib.request.urlopen(f"{uri}/health", timeout=timeout).read()
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        raise TrackingError(
+            f"tracking server {uri} is unreachable ({getattr(err, 'reason', err)}). Start it "
+            f"(`make mlflow-server`), fix MLFLOW_TRACKING_URI / logger.tracking_uri, or unset it "
+            f"to use the embedded store."
+        ) from None
+    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        json.loads(urllib.request.urlopen(request, timeout=timeout).read() or b"{}")
+    except urllib.error.HTTPError as err:
+        body = err.read().decode(errors="replace")
+        if err.code == 401:
+            raise TrackingError(
+                f"tracking server {uri} refused the user {user!r}: check MLFLOW_TRACKING_USERNAME / "
+                "MLFLOW_TRACKING_PASSWORD" if user else f"tracking server {uri} needs a user and password: set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
+        if err.code == 403 and "host" in body.lower():
+            raise TrackingError(
+                f"tracking server {uri} refuses requests addressed to {host!r} (MLflow's allowed hosts): start "
+                f"it with `make mlflow-server` (it allows this machine's names) or add ALLOWED_HOSTS={host}") from None
+        raise TrackingError(f"tracking server {uri} answered {err.code} {err.reason} to a read of its "
+                            f"experiments: {body.strip()[:200]}") from None
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as err:
+        raise TrackingError(f"tracking server {uri} does not answer like an MLflow server ({err})") from None
 
 
 class _first_use_lock:
