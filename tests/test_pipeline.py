@@ -340,3 +340,51 @@ def test_tdnn_staged_training_starts_on_a_few_tokens_per_class(tmp_path):
                                          per_pass("time/pass_seconds"), strict=True)]
     assert seen[:2] == [30, 30]  # 10 tokens of each of /b/ /d/ /g/
     assert seen[2] == int(run.data.params["data.count.train"])  # then all of them
+
+
+def test_a_sweep_with_a_bad_value_leaves_no_parent_behind(tmp_path):
+    require_data("usps")
+    result = train(tmp_path, "-m", "experiment=lecun1989", "seed=1,2", "optim.lr=-1")
+    assert result.returncode == 2 and "optim.lr=-1 is not allowed" in result.stderr
+    assert "Traceback" not in result.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lecun1989")
+    assert client.search_runs([exp.experiment_id]) == []  # the parent that began it was deleted
+
+
+def test_an_interrupted_sweep_ends_killed_and_resume_auto_finishes_it_under_the_same_parent(tmp_path):
+    import signal
+    import time
+
+    require_data("usps")
+    store = tmp_path / "mlflow.db"
+    sweep = ["-m", "experiment=lecun1989", "seed=1,2", "trainer.max_epochs=6", "data.train_subset=300",
+             "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}/multirun"]
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    proc = subprocess.Popen([sys.executable, "-m", "convrepro.train", *sweep], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(f"sqlite:///{store}")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # until the second job has a checkpoint
+        time.sleep(0.5)
+        exp = client.get_experiment_by_name("lecun1989") if store.exists() else None
+        jobs = client.search_runs([exp.experiment_id], "tags.seed = '2'") if exp else []
+        if jobs and "test/error" in jobs[0].data.metrics:
+            break
+    assert proc.poll() is None, "the sweep ended before its second job began"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    (parent,) = client.search_runs([exp.experiment_id], "tags.sweep = 'parent'")
+    assert parent.info.status == "KILLED" and parent.data.metrics["sweep/finished"] == 1
+    assert "resume=auto continues it" in parent.data.tags["error"]
+
+    result = subprocess.run([sys.executable, "-m", "convrepro.train", *sweep, "resume=auto"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "seed1: finished in run" in result.stdout and "skipped (the sweep continues)" in result.stdout
+    (again,) = client.search_runs([exp.experiment_id], "tags.sweep = 'parent'")
+    assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["seed"] for c in children) == ["1", "2"]  # job 1 not run again, job 2 resumed
+    assert {c.info.status for c in children} == {"FINISHED"} and again.data.metrics["test/error/n"] == 2
+    assert "resumed" in next(c for c in children if c.data.tags["seed"] == "2").data.tags

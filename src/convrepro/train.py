@@ -116,8 +116,12 @@ def run_replica(cfg: DictConfig, datamodule, model, task) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict[str, float]:
     from convrepro.report.paper import print_run_table
     from convrepro.tracking import recorder
-    from convrepro.tracking.lifecycle import tracked_run
+    from convrepro.tracking.lifecycle import finished_sweep_job, tracked_run
 
+    done = finished_sweep_job(cfg)
+    if done is not None:
+        print(f"{done.info.run_name}: finished in run {done.info.run_id}; skipped (the sweep continues)")
+        return dict(done.data.metrics)
     datamodule, model, task = build(cfg)
     if not is_global_zero():
         return run_replica(cfg, datamodule, model, task)

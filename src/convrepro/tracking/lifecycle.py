@@ -21,9 +21,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger
 
+from convrepro.errors import ConfigError
 from convrepro.tracking import recorder
-from convrepro.tracking.runs import check_writable, checkpoint_dir, ensure_experiment, find_resumable
+from convrepro.tracking.runs import check_writable, checkpoint_dir, config_hash, ensure_experiment, find_resumable
 from convrepro.tracking.store import resolve_uri
+from convrepro.tracking.sweep import PARENT_ENV, finished_job
 from convrepro.training.callbacks import lock_directory
 
 RUN_ID_ENV = "CONVREPRO_RUN_ID"  # DDP processes Lightning starts inherit the run's id
@@ -91,6 +93,16 @@ def _stopped_by(err: BaseException, stop: StopSignals) -> int | None:
     return None
 
 
+def finished_sweep_job(cfg: DictConfig):
+    """In a sweep continued with ``resume=auto``: this job's FINISHED run, if it has one."""
+    parent = os.environ.get(PARENT_ENV)
+    if cfg.resume != "auto" or not parent:
+        return None
+    client = MlflowClient(resolve_uri(cfg.logger.tracking_uri))
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    return finished_job(client, experiment.experiment_id, parent, config_hash(cfg)) if experiment else None
+
+
 @contextmanager
 def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path) -> Iterator[TrackedRun]:
     uri = resolve_uri(cfg.logger.tracking_uri)
@@ -99,7 +111,12 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path) -> Ite
     experiment_id = ensure_experiment(uri, cfg.logger.experiment_name, cfg.logger.artifact_root)
     resume_id, resume_ckpt = None, None
     if cfg.resume:
-        resume_id, resume_ckpt = find_resumable(MlflowClient(uri), experiment_id, cfg)
+        try:
+            resume_id, resume_ckpt = find_resumable(MlflowClient(uri), experiment_id, cfg)
+        except ConfigError:
+            if not (cfg.resume == "auto" and os.environ.get(PARENT_ENV)):
+                raise
+            # A continued sweep: this job had not begun (or died before its first checkpoint).
     tags = None if resume_id else recorder.run_tags(cfg, datamodule, hydra_cfg, MlflowClient(uri), experiment_id)
     logger = MLFlowLogger(experiment_name=cfg.logger.experiment_name, run_name=name, tracking_uri=uri,
                           tags=tags, log_model=False, run_id=resume_id)

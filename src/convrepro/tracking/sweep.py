@@ -7,10 +7,17 @@ do not inherit the environment (Hydra's submitit launcher on SLURM nodes) find t
 by the sweep folder it is tagged with, which every job of the sweep knows; after
 the last job it logs, on the parent, the mean, sd and n of every final metric of its
 finished children, and the sweep's overrides.
+
+A sweep that stops early (Ctrl-C, a job's error) still ends its parent -- KILLED or FAILED,
+with the summary of the jobs finished so far -- or deletes it when no job began (a bad
+value refused before any run).  ``resume=auto`` on a sweep continues the latest unfinished
+parent of the same overrides: finished jobs are skipped, an interrupted one resumes from
+its checkpoint, the rest run (see ``finished_job``).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import time
@@ -27,6 +34,11 @@ from convrepro.tracking.store import resolve_uri
 PARENT_ENV = "CONVREPRO_PARENT_RUN_ID"
 
 
+def _sweep_key(overrides: list[str]) -> str:
+    """The sweep's overrides without ``resume=``: what identifies a sweep to continue."""
+    return " ".join(o for o in overrides if not o.startswith("resume=")) or "(none)"
+
+
 class SweepParentRun(Callback):
     def __init__(self) -> None:
         self.client: MlflowClient | None = None
@@ -36,28 +48,73 @@ class SweepParentRun(Callback):
         uri = resolve_uri(config.logger.tracking_uri)
         experiment_id = ensure_experiment(uri, config.logger.experiment_name, config.logger.artifact_root)
         self.client = MlflowClient(uri)
-        overrides = " ".join(config.hydra.overrides.task)
-        run = self.client.create_run(
-            experiment_id, run_name=f"{config.name}-{config.variant}-sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={"sweep": "parent", "sweep.overrides": overrides or "(none)", "paper": config.name,
-                  "sweep.dir": str(config.hydra.sweep.dir),
-                  "variant": config.variant, "process.host": socket.gethostname(), "process.pid": str(os.getpid())})
-        self.parent_id = run.info.run_id
+        key = _sweep_key(list(config.hydra.overrides.task))
+        earlier = self.client.search_runs(
+            [experiment_id], f"tags.sweep = 'parent' and tags.`sweep.key` = '{key.replace(chr(39), '')}' and "
+            "attributes.status != 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
+        if config.get("resume") == "auto" and earlier:
+            self.parent_id = earlier[0].info.run_id
+            self.client.update_run(self.parent_id, "RUNNING")
+            self.client.set_tag(self.parent_id, "sweep.resumed", time.strftime("%Y-%m-%d %H:%M:%S"))
+        else:
+            run = self.client.create_run(
+                experiment_id, run_name=f"{config.name}-{config.variant}-sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+                tags={"sweep": "parent", "sweep.overrides": " ".join(config.hydra.overrides.task) or "(none)",
+                      "sweep.key": key.replace("'", ""), "paper": config.name, "sweep.dir": str(config.hydra.sweep.dir),
+                      "variant": config.variant, "process.host": socket.gethostname(),
+                      "process.pid": str(os.getpid())})
+            self.parent_id = run.info.run_id
         os.environ[PARENT_ENV] = self.parent_id
+        atexit.register(self._stopped_early)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.client is None or self.parent_id is None:
             return
+        self._end(None)
+
+    def _children(self, parent_id: str):
+        parent = self.client.get_run(parent_id)
+        return self.client.search_runs(
+            [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000)
+
+    def _end(self, early_status: str | None) -> None:
+        """Summary of the finished children on the parent, then its status: FINISHED after the
+        last job; KILLED or FAILED when the sweep stopped early (no job at all: deleted)."""
+        parent_id, self.parent_id = self.parent_id, None
         os.environ.pop(PARENT_ENV, None)
-        parent = self.client.get_run(self.parent_id)
-        children = self.client.search_runs(
-            [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}'", max_results=10000)
+        children = self._children(parent_id)
+        if early_status is not None and not children and "sweep.resumed" not in \
+                self.client.get_run(parent_id).data.tags:
+            self.client.delete_run(parent_id)  # nothing ran (a value refused before any run)
+            return
         finished = [c for c in children if c.info.status == "FINISHED"]
-        self.client.log_metric(self.parent_id, "sweep/jobs", len(children))
-        self.client.log_metric(self.parent_id, "sweep/finished", len(finished))
+        self.client.log_metric(parent_id, "sweep/jobs", len(children))
+        self.client.log_metric(parent_id, "sweep/finished", len(finished))
         for key, value in aggregate(finished).items():
-            self.client.log_metric(self.parent_id, key, value)
-        self.client.set_terminated(self.parent_id, "FINISHED" if finished else "FAILED")
+            self.client.log_metric(parent_id, key, value)
+        if early_status is None:
+            self.client.set_terminated(parent_id, "FINISHED" if finished else "FAILED")
+            return
+        self.client.set_tag(parent_id, "error", f"the sweep stopped after {len(finished)} finished job(s); "
+                                                "the same command with resume=auto continues it")
+        self.client.set_terminated(parent_id, early_status)
+
+    def _stopped_early(self) -> None:
+        """At exit, if the last job never ended the sweep (Ctrl-C, SIGTERM, a job's error)."""
+        if self.client is None or self.parent_id is None:
+            return
+        children = self._children(self.parent_id)
+        status = "KILLED" if any(c.info.status == "KILLED" for c in children) else "FAILED"
+        self._end(status)
+
+
+def finished_job(client: MlflowClient, experiment_id: str, parent_id: str, config_hash: str):
+    """The FINISHED run of this job's configuration under this sweep parent, if any (a
+    continued sweep skips it)."""
+    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and "
+                              f"tags.`config.hash` = '{config_hash}' and attributes.status = 'FINISHED'",
+                              max_results=1)
+    return runs[0] if runs else None
 
 
 def aggregate(runs) -> dict[str, float]:
