@@ -185,3 +185,61 @@ def test_group_signal_mid_pass_with_workers_ends_killed_and_resumes(tmp_path, si
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         final = client.get_run(run.info.run_id)
         assert final.info.status == "FINISHED" and "val/error" in final.data.metrics
+
+
+FULL_AT_SECOND_CHECKPOINT = """
+import errno, sys
+from pytorch_lightning import Trainer
+from convrepro.train import main
+saves, real_save = [], Trainer.save_checkpoint
+def save(self, filepath, *args, **kwargs):  # the disk fills while the second checkpoint is written
+    saves.append(filepath)
+    if len(saves) == 2:
+        open(filepath, "wb").write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+    return real_save(self, filepath, *args, **kwargs)
+Trainer.save_checkpoint = save
+sys.argv = ["convrepro-train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_disk_that_fills_during_a_checkpoint_is_one_line_and_the_run_resumes(tmp_path):
+    require_data("usps")
+    args = ["experiment=lecun1989", "trainer.max_epochs=3", "data.train_subset=300", "trainer.enable_progress_bar=false"]
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    result = subprocess.run([sys.executable, "-c", FULL_AT_SECOND_CHECKPOINT, *args, f"hydra.run.dir={tmp_path}/o"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is full: the checkpoint did not fit" in errors[0]
+    assert "last.ckpt (the last complete one) is kept" in errors[0] and "resume=auto continues" in errors[0]
+    client, (run,) = _runs(tmp_path)
+    assert run.info.status == "FAILED" and run.data.tags["error"].startswith("StorageFull: the disk of")
+    folder = tmp_path / "checkpoints" / run.info.run_id
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "last.ckpt"]  # no half-written file
+    again = train(tmp_path, *args, "resume=auto")  # space freed: the same command continues
+    assert again.returncode == 0, again.stderr[-3000:]
+    _, (resumed,) = _runs(tmp_path)
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+
+
+def test_full_disks_are_recognised_however_a_library_reports_them():
+    import errno
+    import sqlite3
+
+    from convrepro.errors import storage_full
+
+    assert storage_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert storage_full(RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed "
+                                     "writing file data/3: file write failed"))
+    try:  # how SQLAlchemy (under MLflow) reports SQLite's full disk: wrapped, the cause chained
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as inner:
+            raise RuntimeError("(sqlite3.OperationalError) [SQL: INSERT INTO metrics ...]") from inner
+    except RuntimeError as wrapped:
+        assert storage_full(wrapped)
+    assert not storage_full(OSError(errno.EACCES, "Permission denied"))
+    assert not storage_full(ValueError("bad value"))

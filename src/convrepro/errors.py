@@ -26,4 +26,26 @@ class CheckpointInUse(TrackingError):
     """Another process is writing this run's checkpoints."""
 
 
-USER_ERRORS = (ConfigError, DataError, TrackingError)
+class StorageFull(RuntimeError):
+    """A disk filled (or refused a write) while a run wrote its checkpoint, store or artifacts."""
+
+
+USER_ERRORS = (ConfigError, DataError, TrackingError, StorageFull)
+
+_FULL = ("no space left on device", "database or disk is full", "disk quota exceeded", "file write failed")
+
+
+def storage_full(err: BaseException | None) -> bool:
+    """Whether an exception, or one it was raised from, is a full disk (ENOSPC, EDQUOT, SQLite's
+    'database or disk is full', torch's 'file write failed')."""
+    import errno
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(err).lower() for text in _FULL):
+            return True
+        err = err.__cause__ or err.__context__
+    return False

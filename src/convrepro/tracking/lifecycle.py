@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger
 
-from convrepro.errors import ConfigError
+from convrepro.errors import ConfigError, StorageFull, storage_full
 from convrepro.tracking import recorder
 from convrepro.tracking.runs import check_writable, checkpoint_dir, config_hash, ensure_experiment, find_resumable
 from convrepro.tracking.store import resolve_uri
@@ -93,6 +93,22 @@ def _stopped_by(err: BaseException, stop: StopSignals) -> int | None:
     return None
 
 
+def _quietly(action) -> bool:
+    """Record something about a run that is already failing; False if the store refused."""
+    try:
+        action()
+        return True
+    except Exception:  # noqa: BLE001 (the store may be the failing part; the first error is the one to report)
+        return False
+
+
+def _first_line(err: BaseException) -> str:
+    root = err
+    while root.__cause__ or root.__context__:
+        root = root.__cause__ or root.__context__
+    return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
+
+
 def finished_sweep_job(cfg: DictConfig):
     """In a sweep continued with ``resume=auto``: this job's FINISHED run, if it has one."""
     parent = os.environ.get(PARENT_ENV)
@@ -140,7 +156,13 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path) -> Ite
     except BaseException as err:
         signum = _stopped_by(err, stop)
         if signum is None:
-            client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
+            full = storage_full(err) and not isinstance(err, StorageFull)
+            message = f"{type(err).__name__}: {err}"[:5000]
+            _quietly(lambda: client.set_tag(run_id, "error", message))
+            if full:  # the store's or the artifacts' disk: one line, not a library's traceback
+                raise StorageFull(f"a disk filled while run {run_id} was being recorded ({_first_line(err)}); "
+                                  "free space, then the same command with resume=auto continues from "
+                                  f"{checkpoint_dir(run_id) / 'last.ckpt'}") from None
             raise
         # Ctrl-C or SIGTERM: the run was killed, not failed, and the process must not report
         # success (Lightning ends a Ctrl-C with exit 1 and a SIGTERM with exit 0).
@@ -154,5 +176,7 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path) -> Ite
         raise SystemExit(128 + signum) from None
     finally:
         stop.__exit__()
-        client.set_terminated(run_id, status)
+        if not _quietly(lambda: client.set_terminated(run_id, status)):
+            print(f"warning: run {run_id} could not be marked {status} in the tracking store (is its disk full?); "
+                  "`convrepro-runs clean` ends it later", file=sys.stderr)
         lock.close()

@@ -11,12 +11,13 @@ steps (``training.checkpoint_every_n_steps``).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from convrepro.errors import CheckpointInUse
+from convrepro.errors import CheckpointInUse, StorageFull, storage_full
 
 
 def lock_directory(dirpath: Path):
@@ -77,6 +78,15 @@ class PassCheckpoint(pl.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         tmp = self.dirpath / f".last.ckpt.{os.getpid()}.tmp"
         # Written by global rank 0 only (a barrier for the others); whole (RNG states, loops).
-        trainer.save_checkpoint(tmp, weights_only=False)
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)
+        except (OSError, RuntimeError) as err:
+            tmp.unlink(missing_ok=True)  # never a half-written checkpoint beside the last whole one
+            if not storage_full(err):
+                raise
+            free = shutil.disk_usage(self.dirpath).free / 2**20
+            kept = f"{self.path} (the last complete one) is kept" if self.path.is_file() else "no checkpoint yet"
+            raise StorageFull(f"the disk of {self.dirpath} is full: the checkpoint did not fit ({free:.0f} MB free); "
+                              f"{kept}; free space, then the same command with resume=auto continues") from None
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
