@@ -3,6 +3,7 @@ runs, rerun from MLflow (identical metrics), and compare."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from .conftest import REPO, require_data
 from .test_pipeline import train
 
 TINY = ("experiment=lecun1989", "trainer.max_epochs=2", "data.train_subset=300", "trainer.enable_progress_bar=false")
+GROUP = "faithful-sgd [data.train_subset=300 trainer.max_epochs=2]"  # TINY's overrides name the group
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def test_report_tables_equal_the_latest_sweep_in_mlflow(store):
     (parent,) = client.search_runs([exp], "tags.sweep = 'parent'")
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     written = report_build.build(f"sqlite:///{tmp / 'mlflow.db'}", tmp / "reports", ["lecun1989"])
-    faithful = written["lecun1989"]["faithful-sgd"]
+    faithful = written["lecun1989"][GROUP]
     assert sorted(faithful["runs"]) == sorted(c.info.run_id for c in children)  # not the older seed-9 run
     errors = {c.info.run_id: c.data.metrics["test/error"] for c in children}
     assert errors[faithful["best"]] == min(errors.values())
@@ -55,13 +57,16 @@ def test_report_tables_equal_the_latest_sweep_in_mlflow(store):
     assert "sdlm" in " ".join(written["lecun1989"]) and "all 1 finished runs" in md
     # Self-contained: figures are embedded, none is fetched.
     assert html.count("data:image/png;base64,") >= 4 and 'src="http' not in html
-    assert re.search(r"!\[lecun1989_faithful-sgd_curves\]\(figures/lecun1989_faithful-sgd_curves\.png\)", md)
-    assert (tmp / "reports" / "figures" / "lecun1989_faithful-sgd_curves.png").stat().st_size > 1000
+    curves = "lecun1989_faithful-sgd_data.train_subset_300_trainer.max_epochs_2_curves"
+    assert re.search(rf"!\[{curves}\]\(figures/{curves}\.png\)", md)
+    assert (tmp / "reports" / "figures" / f"{curves}.png").stat().st_size > 1000
+    # Two passes on 300 digits are not the paper's recipe: no verdict beside the paper.
+    assert "not the recipe" in md and "| reproduced |" not in md and "| missed |" not in md
 
 
 def test_rerun_gives_identical_metrics_and_links_the_runs(store):
     tmp, client, exp = store
-    (original,) = client.search_runs([exp], "tags.seed = '9'")
+    (original,) = [r for r in client.search_runs([exp], "tags.seed = '9'") if "rerun.of" not in r.data.tags]
     env_uri = f"sqlite:///{tmp / 'mlflow.db'}"
     import os
 
@@ -132,6 +137,11 @@ def test_summary_takes_experiment_names_and_names_the_ones_that_exist(tmp_path, 
     assert summary_main(["lecun89", "--uri", uri]) == 2
     err = capsys.readouterr().err
     assert "no paper or experiment named 'lecun89': choose one of krizhevsky2012" in err and "lecun1989_modern" in err
+    assert summary_main(["lecun1989_modern", "--uri", uri]) == 2  # no store there: said, not created
+    assert "there is no tracking store at" in capsys.readouterr().err and not (tmp_path / "empty.db").exists()
+    from convrepro.tracking.store import check
+
+    check(uri)  # a new, empty store
     assert summary_main(["lecun1989_modern", "--uri", uri]) == 0
     assert "lecun1989_modern is an experiment of lecun1989" in capsys.readouterr().out
 
@@ -171,7 +181,7 @@ def test_a_rerun_of_a_run_whose_tag_was_edited_runs_nothing(store, tmp_path, cap
     from convrepro.rerun import main as rerun_main
 
     tmp, client, exp = store
-    (original,) = client.search_runs([exp], "tags.seed = '9'")
+    (original,) = [r for r in client.search_runs([exp], "tags.seed = '9'") if "rerun.of" not in r.data.tags]
     run_id, tag = original.info.run_id, original.data.tags["hydra.overrides"]
     planted = tmp_path / "PWNED"
     client.set_tag(run_id, "hydra.overrides", f"{tag} ++scheduler.factory._target_=builtins.open "
@@ -184,3 +194,32 @@ def test_a_rerun_of_a_run_whose_tag_was_edited_runs_nothing(store, tmp_path, cap
     assert err[-1].startswith(f"error: run {run_id} cannot be rerun: its stored override "
                               "'++scheduler.factory._target_=builtins.open' names code")
     assert not planted.exists()
+
+
+def test_runs_are_pooled_only_with_the_same_configuration_and_a_rerun_counts_once(store, capsys, monkeypatch):
+    """A smoke run (another max_epochs) is its own group, labelled by what differs; a rerun of a
+    run in a group does not count twice; neither is set beside the paper as the recipe."""
+    from convrepro.report.cli import main as summary_main
+    from convrepro.report.summary import finished_runs, groups_of
+
+    tmp, client, exp = store
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    result = train(tmp, "experiment=lecun1989", "trainer.max_epochs=1", "data.train_subset=300", "seed=7",
+                   "trainer.enable_progress_bar=false")
+    assert result.returncode == 0, result.stderr[-2000:]
+    originals = client.search_runs([exp], "tags.seed = '9'")
+    if not any("rerun.of" in r.data.tags for r in originals):  # the rerun test may have made one already
+        original = next(r for r in originals if "rerun.of" not in r.data.tags)
+        env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp), "MLFLOW_TRACKING_URI": uri}
+        rerun = subprocess.run([sys.executable, "-m", "convrepro.rerun", original.info.run_id,
+                                f"hydra.run.dir={tmp}/outputs/rerun2"], cwd=REPO, env=env, capture_output=True,
+                               text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+    groups = groups_of(finished_runs(client, "lecun1989"))
+    assert set(groups) == {GROUP, "faithful-sgd [data.train_subset=300 trainer.max_epochs=1]",
+                           "faithful-sdlm [data.train_subset=300 trainer.max_epochs=2]"}
+    assert sorted(r.data.tags["seed"] for r in groups[GROUP]) == ["1", "2", "9"]  # the rerun of 9 counted once
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+    assert summary_main(["lecun1989", "--uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "(not the recipe)" in out and "(1 run)" in out and "± 0 " not in out

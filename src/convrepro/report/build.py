@@ -15,6 +15,7 @@ import argparse
 import base64
 import html
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from convrepro.tracking.store import add_uri_argument
 
 from .collect import Group, best_run, groups_for  # noqa: E402
 from .paper import load_paper, verdict  # noqa: E402
+from .summary import is_recipe  # noqa: E402
 
 RUN_FIGURES = ("confusion_test.png", "confusion_val.png", "rejection_test.png", "shift_invariance.png",
                "first_layer_kernels.png")
@@ -115,9 +117,10 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
             rows = []
             for m in metrics:
                 agg = group.aggregates.get(m.key)
-                repro = "-" if agg is None else f"{agg.mean:.4g} ± {agg.sd:.2g} ({agg.n})"
+                repro = "-" if agg is None else (f"{agg.mean:.4g} (1 run)" if agg.n == 1
+                                                 else f"{agg.mean:.4g} ± {agg.sd:.2g} ({agg.n})")
                 cells = [m.label, _fmt(m.paper), repro, _fmt(agg and agg.minimum), _fmt(agg and agg.maximum),
-                         verdict(m, agg.mean if agg else None)]
+                         verdict(m, agg.mean if agg else None) if is_recipe(group.key) else "not the recipe"]
                 md.append("| " + " | ".join(cells) + " |")
                 rows.append(cells)
             body.append(f"<h3>{html.escape(group.key)} <small>{html.escape(group.source)}</small></h3>")
@@ -126,7 +129,8 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
             body.append(_html_table(["measure", "paper", "reproduction mean ± sd (n)", "min", "max", "verdict"],
                                     rows))
             pictures = []
-            curve = seed_curves(client, group, paper.curves, figures / f"{experiment}_{group.key}_curves.png",
+            stem = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{experiment}_{group.key}").strip("_")
+            curve = seed_curves(client, group, paper.curves, figures / f"{stem}_curves.png",
                                 f"{experiment} {group.key}: every seed")
             if curve:
                 pictures.append(curve)

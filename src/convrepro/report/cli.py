@@ -15,7 +15,7 @@ from rich.table import Table
 from convrepro.errors import TrackingError
 from convrepro.paths import CONF_DIR, EXPERIMENTS_DIR
 from convrepro.report.paper import paper_metrics
-from convrepro.report.summary import aggregate, finished_runs
+from convrepro.report.summary import aggregate, finished_runs, is_recipe
 from convrepro.tracking.store import add_uri_argument, check
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         row = [m.label, "-" if m.paper is None else f"{m.paper:g}"]
         for group in table:
             agg = table[group].get(m.key)
-            row.append("-" if agg is None else str(agg))
+            row.append("-" if agg is None else str(agg) if is_recipe(group) else f"{agg} (not the recipe)")
         out.add_row(*row)
     Console().print(out)
     for group, per_metric in table.items():

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
 
-from .summary import Aggregate, aggregate, finished_runs, group_key
+from .summary import Aggregate, aggregate, finished_runs, groups_of
 
 
 @dataclass
@@ -22,12 +22,8 @@ class Group:
 
 
 def groups_for(client: MlflowClient, experiment: str, metrics: list[str]) -> list[Group]:
-    runs = finished_runs(client, experiment)
-    by_key: dict[str, list] = {}
-    for run in runs:
-        by_key.setdefault(group_key(run), []).append(run)
     out = []
-    for key, members in sorted(by_key.items()):
+    for key, members in groups_of(finished_runs(client, experiment)).items():
         parents = {r.data.tags["mlflow.parentRunId"] for r in members if "mlflow.parentRunId" in r.data.tags}
         source = f"all {len(members)} finished runs"
         finished_parents = []
@@ -40,7 +36,7 @@ def groups_for(client: MlflowClient, experiment: str, metrics: list[str]) -> lis
             members = [r for r in members if r.data.tags.get("mlflow.parentRunId") == latest.info.run_id]
             source = f"sweep {latest.info.run_name} ({latest.info.run_id}), {len(members)} runs"
         group = Group(key, sorted(members, key=lambda r: r.info.start_time), source)
-        group.aggregates = aggregate(members, metrics).get(key, {})
+        group.aggregates = aggregate(members, metrics, grouped=True).get("", {})
         out.append(group)
     return out
 

@@ -1,7 +1,17 @@
-"""Aggregate finished runs from any tracking URI: mean, sd, n, min, max per group and metric."""
+"""Aggregate finished runs from any tracking URI: mean, sd, n, min, max per group and metric.
+
+Runs are pooled only when they computed the same thing except for the seed: the same
+variant and optimizer, the same extra overrides, and the same recorded configuration
+(every param but the seed and the keys that differ between machines or invocations).
+A group with extra overrides (``trainer.max_epochs=1``) is labelled by them and is not the
+paper's recipe: it gets no verdict beside the paper.  A rerun counts once (it is left out
+when the run it repeats is in the same group).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -15,7 +25,35 @@ class Aggregate(Summary):
     run_ids: list[str]
 
     def __str__(self) -> str:
+        if self.n == 1:
+            return f"{self.mean:.3g} (1 run)"
         return f"{self.mean:.3g} ± {self.sd:.2g} (n={self.n})"
+
+
+# Params that do not change what a run computes, or that differ between machines and
+# invocations (`make` passes data.root; a direct run does not).
+_NOT_RECIPE = ("seed", "resume", "rehash_data", "data.root", "paths.", "logger.", "trainer.enable_progress_bar",
+               "data.progress", "data.count.")
+# Overrides already in a group's name, or that change nothing computed.
+_NAMED = ("seed", "experiment", "optim", "resume", "rehash_data", "data.root", "trainer.enable_progress_bar",
+          "data.progress", "logger.")
+
+
+def recipe_hash(run) -> str:
+    """What the run computed, seed aside: its recorded params without the keys above."""
+    params = sorted((k, v) for k, v in run.data.params.items() if not k.startswith(_NOT_RECIPE))
+    return hashlib.sha256(json.dumps(params).encode()).hexdigest()[:8]
+
+
+def deviations(run) -> list[str]:
+    """The run's overrides beyond its experiment, optimizer and seed (``trainer.max_epochs=1``)."""
+    text = run.data.tags.get("hydra.overrides", "(none)")
+    out = []
+    for override in ([] if text == "(none)" else text.split(" ")):
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not key.startswith(_NAMED):
+            out.append(override)
+    return sorted(out)
 
 
 def finished_runs(client: MlflowClient, experiment: str, filter_string: str = ""):
@@ -28,17 +66,39 @@ def finished_runs(client: MlflowClient, experiment: str, filter_string: str = ""
 
 
 def group_key(run) -> str:
-    """variant-optimizer, e.g. faithful-sgd: the part of the run name before the seed."""
+    """variant-optimizer, e.g. faithful-sgd (the part of the run name before the seed), then any
+    extra overrides in brackets: ``faithful-sgd [trainer.max_epochs=1]``."""
     t = run.data.tags
-    return f"{t.get('variant', '?')}-{t.get('hydra.choice.optim', '?')}"
+    name = f"{t.get('variant', '?')}-{t.get('hydra.choice.optim', '?')}"
+    extra = deviations(run)
+    return f"{name} [{' '.join(extra)}]" if extra else name
 
 
-def aggregate(runs, metrics: list[str]) -> dict[str, dict[str, Aggregate]]:
-    groups: dict[str, list] = defaultdict(list)
+def is_recipe(key: str) -> bool:
+    """Whether a group ran its experiment as configured (only the seed varied)."""
+    return "[" not in key
+
+
+def groups_of(runs) -> dict[str, list]:
+    """Runs pooled by group_key and recipe_hash (a key with several recorded configurations, from
+    config files that changed between runs, is split and each part named by its hash)."""
+    by_key: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        groups[group_key(run)].append(run)
+        by_key[group_key(run)][recipe_hash(run)].append(run)
+    out: dict[str, list] = {}
+    for key, recipes in sorted(by_key.items()):
+        for digest, members in recipes.items():
+            ids = {r.info.run_id for r in members}
+            members = [r for r in members if r.data.tags.get("rerun.of") not in ids]  # a rerun counts once
+            out[key if len(recipes) == 1 else f"{key} (config {digest})"] = members
+    return out
+
+
+def aggregate(runs, metrics: list[str], grouped: bool = False) -> dict[str, dict[str, Aggregate]]:
+    """Per group (``groups_of``; ``grouped``: the runs are one group already) and metric."""
+    groups = {"": list(runs)} if grouped else groups_of(runs)
     table: dict[str, dict[str, Aggregate]] = {}
-    for key, members in sorted(groups.items()):
+    for key, members in groups.items():
         table[key] = {}
         for metric in metrics:
             scored = [r for r in members if metric in r.data.metrics]
