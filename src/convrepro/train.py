@@ -31,6 +31,7 @@ from convrepro.paths import CONF_DIR
 def build(cfg: DictConfig):
     """Everything a run needs, built and checked before the run exists."""
     validate(cfg)
+    check_trainer_keys(cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.training.matmul_precision)
     rehash(bool(cfg.get("rehash_data", False)))  # the run tags which it did: dataset.verified
@@ -56,6 +57,20 @@ def build(cfg: DictConfig):
     return datamodule, model, task
 
 
+def check_trainer_keys(trainer_cfg) -> None:
+    """Every ``trainer.*`` key is an argument of Lightning's Trainer (checked before the run
+    exists: the Trainer itself is built later, inside it), with the near key for a typo."""
+    import difflib
+    import inspect
+
+    allowed = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+    for key in trainer_cfg:
+        if key not in allowed:
+            near = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f"did you mean trainer.{near[0]}?" if near else "see pytorch_lightning.Trainer's arguments"
+            raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer: {hint}")
+
+
 def _instantiate(group: str, node):
     """Build a config group's object; a value its constructor refuses is a config error.
 
@@ -69,8 +84,27 @@ def _instantiate(group: str, node):
         if isinstance(cause, USER_ERRORS):
             raise cause from None
         if isinstance(cause, (ValueError, TypeError)):
-            raise ConfigError(f"{group}: {cause}") from None
+            raise ConfigError(f"{group}: {cause}{_near_key(group, node, str(cause))}") from None
         raise
+
+
+def _near_key(group: str, node, message: str) -> str:
+    """For 'unexpected keyword argument X': the constructor's nearest argument, as a hint."""
+    import difflib
+    import inspect
+    import re
+
+    match = re.search(r"unexpected keyword argument '(\w+)'", message)
+    if not match or "_target_" not in node:
+        return ""
+    try:
+        from hydra.utils import get_object
+
+        params = sorted(set(inspect.signature(get_object(node._target_)).parameters) - {"self"})
+    except (ImportError, ValueError, TypeError, AttributeError):
+        return ""
+    near = difflib.get_close_matches(match.group(1), params, n=1)
+    return f" (did you mean {group}.{near[0]}?)" if near else ""
 
 
 def is_global_zero() -> bool:
