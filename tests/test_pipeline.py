@@ -43,6 +43,18 @@ def test_run_is_named_and_finished(tiny_run):
     assert "paper versus this run" in result.stdout
 
 
+def test_the_dashboard_shows_a_training_experiment_with_the_papers_numbers(tiny_run):
+    """MLflow 3 opens an experiment without a kind as a GenAI app; descriptions are markdown notes."""
+    client, run, _, _ = tiny_run
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    note = experiment.tags["mlflow.note.content"]
+    assert note.startswith("**LeCun et al. 1989 (zip codes)**") and "| measure | paper |" in note
+    table = run.data.tags["mlflow.note.content"]
+    assert "paper versus this run (lecun1989-faithful-sgd-seed7)" in table
+    assert f"| {run.data.metrics['test/error']:.4g} |" in table
+
+
 def test_params_are_the_flattened_resolved_config(tiny_run):
     _, run, _, _ = tiny_run
     p = run.data.params

@@ -148,7 +148,7 @@ def run_replica(cfg: DictConfig, datamodule, model, task) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    from convrepro.report.paper import print_run_table
+    from convrepro.report.paper import experiment_note, print_run_table, run_note
     from convrepro.tracking import recorder
     from convrepro.tracking.lifecycle import finished_sweep_job, tracked_run
 
@@ -161,7 +161,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         return run_replica(cfg, datamodule, model, task)
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    with tracked_run(cfg, datamodule, hydra_cfg, output_dir) as tracked:
+    with tracked_run(cfg, datamodule, hydra_cfg, output_dir, experiment_note(cfg.name)) as tracked:
         trainer, checkpoint = make_trainer(cfg, tracked.checkpoint_dir, tracked.logger, output_dir)
         results = train_and_evaluate(cfg, trainer, task, datamodule, model, tracked.resume_checkpoint)
         if trainer.world_size > 1:
@@ -169,6 +169,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         final = recorder.record_final(tracked.client, tracked.run_id, task.history, results,
                                       datamodule.class_names, model, cfg, output_dir,
                                       total_seconds=task.elapsed(), checkpoint=checkpoint.path)
+    tracked.client.set_tag(tracked.run_id, "mlflow.note.content", run_note(cfg.name, final, tracked.name))
     print_run_table(cfg.name, final, f"{tracked.name}, run {tracked.run_id}")
     return final
 

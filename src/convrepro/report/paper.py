@@ -62,3 +62,28 @@ def print_run_table(experiment: str, metrics: dict[str, float], run_name: str, c
         table.add_row(m.label, "-" if m.paper is None else f"{m.paper:g}",
                       "-" if value is None else f"{value:.4g}", verdict(m, value))
     (console or Console()).print(table)
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def experiment_note(experiment: str) -> str:
+    """The MLflow experiment's description (markdown): the paper and the numbers it reports."""
+    citation, rows = paper_metrics(experiment)
+    lines = [f"**{citation}**, re-run by convrepro with hand-written convolution and pooling layers.", "",
+             "| measure | paper |", "|---|---|"]
+    lines += [f"| {m.label} | {_cell(m.paper)} |" for m in rows]
+    lines += ["", "One run per seed; a sweep is a parent run holding mean, sd and n over its seeds. "
+              "`make report` sets every group beside these numbers."]
+    return "\n".join(lines)
+
+
+def run_note(experiment: str, metrics: dict[str, float], run_name: str) -> str:
+    """A run's description (markdown): the paper-versus-this-run table the console printed."""
+    citation, rows = paper_metrics(experiment)
+    lines = [f"**{citation}** — paper versus this run ({run_name})", "",
+             "| measure | paper | reproduction | verdict |", "|---|---|---|---|"]
+    lines += [f"| {m.label} | {_cell(m.paper)} | {_cell(metrics.get(m.key))} | {verdict(m, metrics.get(m.key))} |"
+              for m in rows]
+    return "\n".join(lines)

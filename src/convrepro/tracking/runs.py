@@ -25,20 +25,32 @@ def check_writable(folder: Path) -> None:
                             f"set hydra.run.dir (or paths.root) to a writable folder") from None
 
 
-def ensure_experiment(uri: str, name: str, artifact_root: str) -> str:
-    """The experiment's id, creating it with artifacts beside the embedded store if new."""
+# MLflow 3 opens an experiment without this tag as a GenAI app ("Evaluations", traces).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def ensure_experiment(uri: str, name: str, artifact_root: str, note: str | None = None) -> str:
+    """The experiment's id, creating it with artifacts beside the embedded store if new; tagged
+    as model training, with ``note`` as its description."""
     client = MlflowClient(uri)
     existing = client.get_experiment_by_name(name)
     if existing is not None:
-        return existing.experiment_id
-    location = None
-    if uri.startswith("sqlite:"):
-        location = Path(artifact_root, name).resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except mlflow.exceptions.MlflowException:
-        # Created by a parallel job between our lookup and our create.
-        return client.get_experiment_by_name(name).experiment_id
+        experiment_id = existing.experiment_id
+    else:
+        location = None
+        if uri.startswith("sqlite:"):
+            location = Path(artifact_root, name).resolve().as_uri()
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:
+            # Created by a parallel job between our lookup and our create.
+            experiment_id = client.get_experiment_by_name(name).experiment_id
+    tags = client.get_experiment(experiment_id).tags
+    wanted = {**EXPERIMENT_KIND, **({"mlflow.note.content": note} if note else {})}
+    for key, value in wanted.items():
+        if tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
+    return experiment_id
 
 
 # Keys that do not change what a run computes: a resumed run may differ in them.
