@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 from .conftest import REPO, require_data
 from .test_pipeline import train
 
+pytestmark = pytest.mark.slow  # trains networks in real processes: `make test-all`
+
 
 def _runs(tmp_path, experiment="lecun1989"):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -15,6 +16,8 @@ from convrepro.models.lecun1989 import ZipCodeNet
 from convrepro.training.final_evaluation import evaluate
 
 from .conftest import REPO, require_data
+
+pytestmark = pytest.mark.slow  # trains networks in real processes: `make test-all`
 
 
 def test_two_ddp_processes_find_what_one_finds(tmp_path):

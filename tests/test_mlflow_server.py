@@ -20,6 +20,8 @@ import pytest
 
 from .conftest import REPO, require_data
 
+pytestmark = pytest.mark.slow  # trains networks in real processes: `make test-all`
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

@@ -12,6 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from .conftest import REPO, require_data
 
+pytestmark = pytest.mark.slow  # trains networks in real processes: `make test-all`
+
 
 def train(tmp_path: Path, *overrides: str, store: Path | None = None) -> subprocess.CompletedProcess:
     store = store or tmp_path / "mlflow.db"

@@ -9,6 +9,8 @@ from mlflow.tracking import MlflowClient
 from .conftest import require_data
 from .test_pipeline import train
 
+pytestmark = pytest.mark.slow  # trains networks in real processes: `make test-all`
+
 TINY = ("experiment=krizhevsky2012_cpu", "data.train_subset=96", "data.val_subset=40", "data.image_size=73",
         "data.crop_size=64", "data.batch_size=16", "data.eval_batch_size=20", "data.num_workers=0",
         "trainer.enable_progress_bar=false", "model.fc_width=256", "model.width=0.5")

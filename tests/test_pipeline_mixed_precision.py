@@ -9,6 +9,8 @@ from .conftest import require_data
 from .test_pipeline import train
 from .test_pipeline_krizhevsky2012 import TINY
 
+pytestmark = pytest.mark.slow  # trains networks in real processes: `make test-all`
+
 CASES = {
     "lecun1989": ("usps", ("experiment=lecun1989", "data.train_subset=300")),
     "waibel1989": ("speech/fraser", ("experiment=waibel1989", "data.progress=false")),

@@ -17,6 +17,8 @@ from convrepro.report.compare import main as compare_main
 from .conftest import REPO, require_data
 from .test_pipeline import train
 
+pytestmark = pytest.mark.slow  # trains networks in real processes: `make test-all`
+
 TINY = ("experiment=lecun1989", "trainer.max_epochs=2", "data.train_subset=300", "trainer.enable_progress_bar=false")
 GROUP = "faithful-sgd [data.train_subset=300 trainer.max_epochs=2]"  # TINY's overrides name the group
 

@@ -30,6 +30,7 @@ client.set_terminated(client.create_run(exp).info.run_id)
 """
 
 
+@pytest.mark.slow
 def test_four_processes_can_start_on_a_store_that_does_not_exist_yet(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     jobs = [subprocess.Popen([sys.executable, "-c", FIRST_USE, uri], cwd=REPO, stderr=subprocess.PIPE, text=True)
