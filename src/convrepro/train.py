@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -27,11 +26,19 @@ from convrepro.data.integrity import rehash
 from convrepro.errors import USER_ERRORS, ConfigError
 from convrepro.paths import CONF_DIR
 
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+# Lightning and torch are imported where they are used: `convrepro-train --help` and a
+# config error then answer in a second or two instead of after Lightning's ~5 s import.
+
 
 def build(cfg: DictConfig):
     """Everything a run needs, built and checked before the run exists."""
     validate(cfg)
     check_trainer_keys(cfg.trainer)
+    import pytorch_lightning as pl
+    import torch
+
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.training.matmul_precision)
     rehash(bool(cfg.get("rehash_data", False)))  # the run tags which it did: dataset.verified
@@ -62,6 +69,8 @@ def check_trainer_keys(trainer_cfg) -> None:
     exists: the Trainer itself is built later, inside it), with the near key for a typo."""
     import difflib
     import inspect
+
+    import pytorch_lightning as pl
 
     allowed = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
     for key in trainer_cfg:
@@ -115,6 +124,8 @@ def is_global_zero() -> bool:
 
 def make_trainer(cfg: DictConfig, checkpoint_dir: Path, logger=False, output_dir: Path | None = None):
     """The Trainer of every process of a run (only rank 0 passes a logger), with its pass checkpoint."""
+    import pytorch_lightning as pl
+
     from convrepro.training.callbacks import PassCheckpoint
 
     # Every pass ends with a checkpoint (weights, optimizer, loop position, RNG, history).
