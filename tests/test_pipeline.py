@@ -43,6 +43,8 @@ def test_run_is_named_and_finished(tiny_run):
     assert run.info.run_name == "lecun1989-faithful-sgd-seed7"
     assert run.info.status == "FINISHED"
     assert "paper versus this run" in result.stdout
+    # A user sees the passes and the table; nothing on stderr (no warnings, no library notes).
+    assert [line for line in result.stderr.splitlines() if line.strip()] == []
 
 
 def test_the_dashboard_shows_a_training_experiment_with_the_papers_numbers(tiny_run):

@@ -160,6 +160,7 @@ def run_replica(cfg: DictConfig, datamodule, model, task) -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     from convrepro.report.paper import experiment_note, print_run_table, run_note
+    from convrepro.report.summary import extra_overrides
     from convrepro.tracking import recorder
     from convrepro.tracking.lifecycle import finished_sweep_job, tracked_run
 
@@ -180,8 +181,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         final = recorder.record_final(tracked.client, tracked.run_id, task.history, results,
                                       datamodule.class_names, model, cfg, output_dir,
                                       total_seconds=task.elapsed(), checkpoint=checkpoint.path)
-    tracked.client.set_tag(tracked.run_id, "mlflow.note.content", run_note(cfg.name, final, tracked.name))
-    print_run_table(cfg.name, final, f"{tracked.name}, run {tracked.run_id}")
+    extra = extra_overrides(list(hydra_cfg.overrides.task))
+    tracked.client.set_tag(tracked.run_id, "mlflow.note.content", run_note(cfg.name, final, tracked.name, extra))
+    print_run_table(cfg.name, final, f"{tracked.name}, run {tracked.run_id}", deviations=extra)
     return final
 
 
@@ -207,6 +209,8 @@ def quiet_libraries() -> None:
     import warnings
 
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 

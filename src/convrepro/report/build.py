@@ -29,7 +29,7 @@ from convrepro.paths import EXPERIMENTS_DIR, PROJECT_ROOT  # noqa: E402
 from convrepro.tracking.store import add_uri_argument
 
 from .collect import Group, best_run, groups_for  # noqa: E402
-from .paper import load_paper, verdict  # noqa: E402
+from .paper import duration, load_paper, verdict  # noqa: E402
 from .summary import is_recipe  # noqa: E402
 
 RUN_FIGURES = ("confusion_test.png", "confusion_val.png", "rejection_test.png", "shift_invariance.png",
@@ -83,8 +83,10 @@ def provenance(run) -> str:
             f"{t.get('torch.float32_matmul_precision', 'highest')}, commit {t.get('git.commit', '?')[:10]}")
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
+def _fmt(v: float | None, key: str = "") -> str:
+    if v is None:
+        return "-"
+    return duration(v) if key.endswith("seconds") else f"{v:.4g}"
 
 
 def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
@@ -119,7 +121,8 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
                 agg = group.aggregates.get(m.key)
                 repro = "-" if agg is None else (f"{agg.mean:.4g} (1 run)" if agg.n == 1
                                                  else f"{agg.mean:.4g} ± {agg.sd:.2g} ({agg.n})")
-                cells = [m.label, _fmt(m.paper), repro, _fmt(agg and agg.minimum), _fmt(agg and agg.maximum),
+                cells = [m.label, _fmt(m.paper, m.key), repro, _fmt(agg and agg.minimum, m.key),
+                         _fmt(agg and agg.maximum, m.key),
                          verdict(m, agg.mean if agg else None) if is_recipe(group.key) else "not the recipe"]
                 md.append("| " + " | ".join(cells) + " |")
                 rows.append(cells)

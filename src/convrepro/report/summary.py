@@ -45,15 +45,15 @@ def recipe_hash(run) -> str:
     return hashlib.sha256(json.dumps(params).encode()).hexdigest()[:8]
 
 
+def extra_overrides(overrides: list[str]) -> list[str]:
+    """Overrides beyond the experiment, optimizer and seed (``trainer.max_epochs=1``)."""
+    return sorted(o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(_NAMED))
+
+
 def deviations(run) -> list[str]:
-    """The run's overrides beyond its experiment, optimizer and seed (``trainer.max_epochs=1``)."""
+    """The run's extra overrides, from its ``hydra.overrides`` tag."""
     text = run.data.tags.get("hydra.overrides", "(none)")
-    out = []
-    for override in ([] if text == "(none)" else text.split(" ")):
-        key = override.split("=", 1)[0].lstrip("+~")
-        if not key.startswith(_NAMED):
-            out.append(override)
-    return sorted(out)
+    return extra_overrides([] if text == "(none)" else text.split(" "))
 
 
 def finished_runs(client: MlflowClient, experiment: str, filter_string: str = ""):
