@@ -15,8 +15,10 @@ from convrepro.errors import TrackingError
 from convrepro.tracking.runs import find_run
 from convrepro.tracking.store import add_uri_argument, check
 
-# Params that differ between any two runs without changing what they compute.
-_INCIDENTAL = ("paths.output_dir", "resume")
+# Params that differ between any two runs without changing what they compute (the data
+# root: `make` passes it, a direct run leaves it null; the dataset fingerprint says whether
+# the data were the same).
+_INCIDENTAL = ("paths.output_dir", "paths.root", "resume", "data.root", "rehash_data", "trainer.enable_progress_bar")
 
 
 def config_differences(a, b) -> list[tuple[str, str | None, str | None]]:
