@@ -17,7 +17,7 @@ SEED_LIST = $(shell seq -s, 1 $(SEEDS))
 SERVER_DIR ?= $(abspath mlflow-server)
 
 .PHONY: install test test-all lint bench bench-gpu reproduce-lecun1989 reproduce-waibel1989 reproduce-krizhevsky2012 \
-	reproduce-all sweep-lecun1989 sweep-waibel1989 sweep-krizhevsky2012 report mlflow-ui mlflow-server clean
+	reproduce-all clean-cache sweep-lecun1989 sweep-waibel1989 sweep-krizhevsky2012 report mlflow-ui mlflow-server clean
 
 install: $(STAMP)
 
@@ -101,3 +101,7 @@ mlflow-server: install
 
 clean:
 	rm -rf build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .hypothesis
+
+# Digests of verified data files, image statistics, decode scans: all recomputed on next use.
+clean-cache:
+	rm -rf $${CONVREPRO_CACHE_DIR:-$$HOME/.cache/convrepro}
