@@ -197,6 +197,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except FloatingPointError as err:  # diverged: the run is FAILED with this message as its tag
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except PermissionError as err:  # a data file, folder or store this user may not read or write
+        print(f"error: {err.filename or err}: permission denied ({err.strerror}); fix its permissions or point "
+              "CONVREPRO_DATA_DIR / CONVREPRO_PROJECT_DIR elsewhere", file=sys.stderr)
+        sys.exit(2)
     return final.get("test/error", final.get("val/error"))
 
 
