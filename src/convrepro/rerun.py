@@ -179,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     add_uri_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     args = parser.parse_args(argv)
-    client = MlflowClient(args.uri)
     try:
-        check(args.uri, must_exist=True)
+        check(args.uri, must_exist=True)  # before a client: MLflow's creates a missing SQLite store
+        client = MlflowClient(args.uri)
         run = find_run(client, args.run_id)
         args.run_id = run.info.run_id
         stored = stored_config(client, args.run_id)

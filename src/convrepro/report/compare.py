@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     add_uri_argument(parser)
     parser.add_argument("--all-metrics", action="store_true", help="also list metrics that are equal")
     args = parser.parse_args(argv)
-    client = MlflowClient(args.uri)
     try:
-        check(args.uri, must_exist=True)
+        check(args.uri, must_exist=True)  # before a client: MLflow's creates a missing SQLite store
+        client = MlflowClient(args.uri)
         a, b = find_run(client, args.run_a), find_run(client, args.run_b)
     except TrackingError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 import time
 
 from mlflow.tracking import MlflowClient
 
-from convrepro.tracking.store import add_uri_argument
+from convrepro.errors import TrackingError
+from convrepro.tracking.store import add_uri_argument, check
 
 
 def _alive(pid: int) -> bool:
@@ -60,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     clean.add_argument("--dry-run", action="store_true")
     add_uri_argument(clean)
     args = parser.parse_args(argv)
+    try:
+        check(args.uri, must_exist=True)
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     client = MlflowClient(args.uri)
     stale = stale_runs(client, args.experiment, args.older_than_hours)
     for run, why in stale:
