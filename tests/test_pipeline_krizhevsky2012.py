@@ -44,7 +44,9 @@ def test_tiny_alexnet_run_records_top1_top5_and_ten_crop(tmp_path, imagenette_st
     artifacts = {a.path for a in client.list_artifacts(rid, "figures")}
     assert {"figures/learning_curves.png", "figures/confusion_val.png",
             "figures/first_layer_kernels.png"} <= artifacts
-    assert "top-1 error, 10-crop" in result.stdout and "goal" in result.stdout
+    # A shrunken network on a subset is not the paper's recipe: the table says so, with no verdict.
+    assert "top-1 error, 10-crop" in result.stdout and "not the paper's recipe" in result.stdout
+    assert "goal" not in result.stdout
 
 
 def test_two_ddp_processes_end_identical_and_write_one_run(tmp_path, imagenette_store):

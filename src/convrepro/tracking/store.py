@@ -78,7 +78,8 @@ def _check_server(uri: str, host: str, timeout: float) -> None:
     if user and password:
         request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
     try:
-        json.loads(urllib.request.urlopen(request, timeout=timeout).read() or b"{}")
+        # A loaded server checking a password (PBKDF2) can take seconds: more time than /health.
+        json.loads(urllib.request.urlopen(request, timeout=max(timeout, 60)).read() or b"{}")
     except urllib.error.HTTPError as err:
         body = err.read().decode(errors="replace")
         if err.code == 401:
