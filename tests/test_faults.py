@@ -208,7 +208,7 @@ main()
 
 def test_a_disk_that_fills_during_a_checkpoint_is_one_line_and_the_run_resumes(tmp_path):
     require_data("usps")
-    args = ["experiment=lecun1989", "trainer.max_epochs=3", "data.train_subset=300", "trainer.enable_progress_bar=false"]
+    args = ["experiment=lecun1989", "trainer.max_epochs=2", "data.train_subset=200", "trainer.enable_progress_bar=false"]
     env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     result = subprocess.run([sys.executable, "-c", FULL_AT_SECOND_CHECKPOINT, *args, f"hydra.run.dir={tmp_path}/o"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
