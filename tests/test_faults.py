@@ -245,3 +245,35 @@ def test_full_disks_are_recognised_however_a_library_reports_them():
         assert storage_full(wrapped)
     assert not storage_full(OSError(errno.EACCES, "Permission denied"))
     assert not storage_full(ValueError("bad value"))
+
+
+STORE_FULL_IN_PASS_2 = """
+import sqlite3, sys
+import sqlalchemy.exc
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from convrepro.train import main
+calls, real = [], SqlAlchemyStore.log_batch
+def log_batch(self, run_id, metrics, params, tags):  # the store's disk fills once pass 2 is logged
+    if any(m.key == "test/error" and m.step == 2 for m in metrics):
+        raise sqlalchemy.exc.OperationalError("INSERT INTO metrics", {}, sqlite3.OperationalError(
+            "database or disk is full"))
+    return real(self, run_id, metrics, params, tags)
+SqlAlchemyStore.log_batch = log_batch
+sys.argv = ["convrepro-train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_store_whose_disk_fills_during_training_is_one_line_and_no_run_is_left_running(tmp_path):
+    require_data("usps")
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    result = subprocess.run([sys.executable, "-c", STORE_FULL_IN_PASS_2, "experiment=lecun1989", "trainer.max_epochs=3",
+                             "data.train_subset=200", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/o"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: a disk filled while run ") and "database or disk is full" \
+        in lines[0] and "resume=auto continues from" in lines[0], lines
+    _, (run,) = _runs(tmp_path)
+    assert run.info.status == "FAILED"
