@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     add_uri_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no bar
     try:
         check(args.uri, must_exist=True)  # before a client: MLflow's creates a missing SQLite store
         client = MlflowClient(args.uri)

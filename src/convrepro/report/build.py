@@ -36,6 +36,20 @@ RUN_FIGURES = ("confusion_test.png", "confusion_val.png", "rejection_test.png", 
                "first_layer_kernels.png")
 
 
+CAPTIONS = {"confusion_test": "Confusion matrix on the test set (best run)",
+            "confusion_val": "Confusion matrix on the validation set (best run)",
+            "rejection_test": "Test error against the share of patterns rejected (best run)",
+            "shift_invariance": "Accuracy against a time shift of the input (best run)",
+            "first_layer_kernels": "First-layer kernels after training (best run)"}
+
+
+def caption(stem: str) -> str:
+    """What a figure shows, not its file name."""
+    if stem.endswith("_curves"):
+        return "Learning curves of every seed in the group"
+    return next((text for key, text in CAPTIONS.items() if stem.endswith(key)), stem.replace("_", " "))
+
+
 def papers() -> list[str]:
     return sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/paper.yaml"))
 
@@ -142,7 +156,7 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
                 md.append(f"\n![{picture.stem}](figures/{picture.name})")
                 data = base64.b64encode(picture.read_bytes()).decode()
                 body.append(f'<figure><img alt="{picture.stem}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{html.escape(picture.stem)}</figcaption></figure>")
+                            f"<figcaption>{html.escape(caption(picture.stem))}</figcaption></figure>")
             md.append("")
     (out / "results.md").write_text("\n".join(md) + "\n")
     (out / "index.html").write_text(_page("\n".join(body), uri))
