@@ -31,23 +31,30 @@ class Aggregate(Summary):
 
 
 # Params that do not change what a run computes, or that differ between machines and
-# invocations (`make` passes data.root; a direct run does not).
-_NOT_RECIPE = ("seed", "resume", "rehash_data", "data.root", "paths.", "logger.", "trainer.enable_progress_bar",
-               "data.progress", "data.count.")
-# Overrides already in a group's name, or that change nothing computed.
-_NAMED = ("seed", "experiment", "optim", "resume", "rehash_data", "data.root", "trainer.enable_progress_bar",
-          "data.progress", "logger.")
+# invocations (`make` passes data.root; a direct run does not): exact keys, then prefixes.
+_NOT_RECIPE = {"seed", "resume", "rehash_data", "data.root", "trainer.enable_progress_bar", "data.progress"}
+_NOT_RECIPE_PREFIXES = ("paths.", "logger.", "data.count.")
+# Overrides already in a group's name (the experiment, the optimizer group, the seed), or that
+# change nothing computed.
+_NAMED = {"seed", "experiment", "optim", "resume", "rehash_data", "data.root", "trainer.enable_progress_bar",
+          "data.progress"}
+_NAMED_PREFIXES = ("logger.", "hydra")
+
+
+def _ignored(key: str, exact: set[str], prefixes: tuple[str, ...]) -> bool:
+    return key in exact or key.startswith(prefixes)
 
 
 def recipe_hash(run) -> str:
     """What the run computed, seed aside: its recorded params without the keys above."""
-    params = sorted((k, v) for k, v in run.data.params.items() if not k.startswith(_NOT_RECIPE))
+    params = sorted((k, v) for k, v in run.data.params.items()
+                    if not _ignored(k, _NOT_RECIPE, _NOT_RECIPE_PREFIXES))
     return hashlib.sha256(json.dumps(params).encode()).hexdigest()[:8]
 
 
 def extra_overrides(overrides: list[str]) -> list[str]:
     """Overrides beyond the experiment, optimizer and seed (``trainer.max_epochs=1``)."""
-    return sorted(o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(_NAMED))
+    return sorted(o for o in overrides if not _ignored(o.split("=", 1)[0].lstrip("+~"), _NAMED, _NAMED_PREFIXES))
 
 
 def deviations(run) -> list[str]:
