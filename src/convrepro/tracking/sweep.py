@@ -48,11 +48,12 @@ class SweepParentRun(Callback):
         uri = resolve_uri(config.logger.tracking_uri)
         experiment_id = ensure_experiment(uri, config.logger.experiment_name, config.logger.artifact_root)
         self.client = MlflowClient(uri)
-        key = _sweep_key(list(config.hydra.overrides.task))
+        key = _sweep_key(list(config.hydra.overrides.task)).replace("'", "")
         earlier = self.client.search_runs(
-            [experiment_id], f"tags.sweep = 'parent' and tags.`sweep.key` = '{key.replace(chr(39), '')}' and "
-            "attributes.status != 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
-        if config.get("resume") == "auto" and earlier:
+            [experiment_id], f"tags.sweep = 'parent' and tags.`sweep.key` = '{key}' and "
+            "attributes.status != 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1,
+        ) if config.get("resume") == "auto" else []
+        if earlier:
             self.parent_id = earlier[0].info.run_id
             self.client.update_run(self.parent_id, "RUNNING")
             self.client.set_tag(self.parent_id, "sweep.resumed", time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -60,7 +61,7 @@ class SweepParentRun(Callback):
             run = self.client.create_run(
                 experiment_id, run_name=f"{config.name}-{config.variant}-sweep-{time.strftime('%Y%m%d-%H%M%S')}",
                 tags={"sweep": "parent", "sweep.overrides": " ".join(config.hydra.overrides.task) or "(none)",
-                      "sweep.key": key.replace("'", ""), "paper": config.name, "sweep.dir": str(config.hydra.sweep.dir),
+                      "sweep.key": key, "paper": config.name, "sweep.dir": str(config.hydra.sweep.dir),
                       "variant": config.variant, "process.host": socket.gethostname(),
                       "process.pid": str(os.getpid())})
             self.parent_id = run.info.run_id
@@ -70,19 +71,18 @@ class SweepParentRun(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.client is None or self.parent_id is None:
             return
-        self._end(None)
+        self._end(None, self._children(self.parent_id))
 
     def _children(self, parent_id: str):
         parent = self.client.get_run(parent_id)
         return self.client.search_runs(
             [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000)
 
-    def _end(self, early_status: str | None) -> None:
+    def _end(self, early_status: str | None, children: list) -> None:
         """Summary of the finished children on the parent, then its status: FINISHED after the
         last job; KILLED or FAILED when the sweep stopped early (no job at all: deleted)."""
         parent_id, self.parent_id = self.parent_id, None
         os.environ.pop(PARENT_ENV, None)
-        children = self._children(parent_id)
         if early_status is not None and not children and "sweep.resumed" not in \
                 self.client.get_run(parent_id).data.tags:
             self.client.delete_run(parent_id)  # nothing ran (a value refused before any run)
@@ -105,7 +105,7 @@ class SweepParentRun(Callback):
             return
         children = self._children(self.parent_id)
         status = "KILLED" if any(c.info.status == "KILLED" for c in children) else "FAILED"
-        self._end(status)
+        self._end(status, children)
 
 
 def finished_job(client: MlflowClient, experiment_id: str, parent_id: str, config_hash: str):
