@@ -189,6 +189,52 @@ def test_group_signal_mid_pass_with_workers_ends_killed_and_resumes(tmp_path, si
         assert final.info.status == "FINISHED" and "val/error" in final.data.metrics
 
 
+CTRL_C_AT_THIRD_STEP = """
+import os, signal, sys
+import torch
+from convrepro.data.workers import worker_init
+from convrepro.train import main
+from convrepro.training.task import ClassifierTask
+mode, leaked, real_step = sys.argv.pop(1), [], ClassifierTask.training_step
+def step(self, batch, batch_idx):
+    if self.current_epoch == 0 and batch_idx == 2:
+        if mode == "leak":  # workers whose DataLoader was lost half-way (as an interrupt while starting them)
+            loader = torch.utils.data.DataLoader(range(10**6), num_workers=1, worker_init_fn=worker_init)
+            leaked.append(iter(loader))
+            os.kill(os.getpid(), signal.SIGINT)
+        else:  # a library's clean-up hook that swallows the KeyboardInterrupt (logging's at-fork hook does)
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                pass
+    return real_step(self, batch, batch_idx)
+ClassifierTask.training_step = step
+sys.argv = ["convrepro-train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("mode", ["swallowed", "leak"])
+def test_ctrl_c_that_lands_in_a_bad_place_still_stops_the_run_and_the_process(tmp_path, mode):
+    """A Ctrl-C swallowed by a library is raised again at the next batch; DataLoader workers a
+    stopped run leaves behind (they ignore SIGTERM) are killed, so the process exits."""
+    require_data("usps")
+    args = ["experiment=lecun1989", "trainer.max_epochs=2", "data.train_subset=1000", "trainer.enable_progress_bar=false"]
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_AT_THIRD_STEP, mode, *args, f"hydra.run.dir={tmp_path}/o"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the process did not exit after the interrupt")
+    assert proc.returncode == 130, stderr[-3000:]
+    assert [line for line in stderr.splitlines() if line.startswith("stopped by SIGINT: run")], stderr[-3000:]
+    _, (run,) = _runs(tmp_path)
+    assert run.info.status == "KILLED" and "test/error" not in run.data.metrics
+
+
 FULL_AT_SECOND_CHECKPOINT = """
 import errno, sys
 from pytorch_lightning import Trainer

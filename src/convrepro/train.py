@@ -126,12 +126,12 @@ def make_trainer(cfg: DictConfig, checkpoint_dir: Path, logger=False, output_dir
     """The Trainer of every process of a run (only rank 0 passes a logger), with its pass checkpoint."""
     import pytorch_lightning as pl
 
-    from convrepro.training.callbacks import PassCheckpoint
+    from convrepro.training.callbacks import DeliverInterrupt, PassCheckpoint
 
     # Every pass ends with a checkpoint (weights, optimizer, loop position, RNG, history).
     checkpoint = PassCheckpoint(checkpoint_dir, cfg.training.checkpoint_every_n_steps)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
-                         callbacks=[checkpoint], default_root_dir=output_dir, enable_checkpointing=False)
+                         callbacks=[checkpoint, DeliverInterrupt()], default_root_dir=output_dir, enable_checkpointing=False)
     return trainer, checkpoint
 
 

@@ -5,10 +5,17 @@ Ctrl-C does the same from a terminal: the decoding workers would die first and t
 process would fail on "DataLoader worker ... is killed by signal" instead of stopping at
 the next step boundary with a checkpoint.  So workers ignore SIGINT and SIGTERM; the main
 process ends them when it stops (and a worker whose parent is gone exits by itself).
+
+Ignoring SIGTERM has one consequence: Python's exit handler for child processes sends each
+daemonic child SIGTERM and then waits for it.  A DataLoader normally shuts its workers down
+itself, but an interrupt that lands while it is starting them leaves workers it no longer
+knows about, and the process then hung at exit after its last line (seen once in CI).
+``end_workers`` kills such leftovers when a run stops or fails.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 
@@ -21,3 +28,13 @@ def worker_init(worker_id: int) -> None:
     # Lightning seeds workers itself only when a loader has no worker_init_fn of its own.
     if os.environ.get("PL_SEED_WORKERS") == "1":
         pl_worker_init_function(worker_id)
+
+
+def end_workers() -> None:
+    """Kill this process's daemonic children that are still alive: the DataLoader workers.
+    Python's exit handler would end exactly these (SIGTERM, then wait); SIGKILL is the one
+    they do not ignore.  They hold nothing to save: each only decodes batches."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=5)

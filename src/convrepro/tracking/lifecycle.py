@@ -21,7 +21,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger
 
+from convrepro.data.workers import end_workers
 from convrepro.errors import ConfigError, StorageFull, storage_full
+from convrepro.signals import StopSignals
 from convrepro.tracking import recorder
 from convrepro.tracking.runs import check_writable, checkpoint_dir, config_hash, ensure_experiment, find_resumable
 from convrepro.tracking.store import resolve_uri
@@ -55,32 +57,6 @@ def resume_checkpoint(cfg: DictConfig) -> Path | None:
     client = MlflowClient(resolve_uri(cfg.logger.tracking_uri))
     experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
     return find_resumable(client, experiment.experiment_id, cfg)[1]
-
-
-class StopSignals:
-    """Remembers which stop signal arrived.  SIGINT interrupts at once (KeyboardInterrupt, as
-    Python's own handler); SIGTERM only is noted, and Lightning, which composes its handler
-    with this one during fit, stops at the end of the current step."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-
-    def _on_interrupt(self, signum, frame):
-        self.received = signum
-        raise KeyboardInterrupt
-
-    def _on_terminate(self, signum, frame):
-        self.received = signum
-
-    def __enter__(self) -> StopSignals:
-        self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        signal.signal(signal.SIGINT, self._on_interrupt)
-        signal.signal(signal.SIGTERM, self._on_terminate)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 def _stopped_by(err: BaseException, stop: StopSignals) -> int | None:
@@ -177,6 +153,8 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
         raise SystemExit(128 + signum) from None
     finally:
         stop.__exit__()
+        if status != "FINISHED":  # before Python's exit handler waits for them (they ignore SIGTERM)
+            end_workers()
         if not _quietly(lambda: client.set_terminated(run_id, status)):
             print(f"warning: run {run_id} could not be marked {status} in the tracking store (is its disk full?); "
                   "`convrepro-runs clean` ends it later", file=sys.stderr)

@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from convrepro.errors import CheckpointInUse, StorageFull, storage_full
+from convrepro.signals import interrupt_lost
 
 
 def lock_directory(dirpath: Path):
@@ -90,3 +91,15 @@ class PassCheckpoint(pl.Callback):
                               f"{kept}; free space, then the same command with resume=auto continues") from None
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
+
+
+class DeliverInterrupt(pl.Callback):
+    """Raises a Ctrl-C that a library swallowed (see ``convrepro.signals``) at the next batch
+    boundary, so that the run stops as if it had arrived there."""
+
+    def _deliver(self, *args) -> None:
+        if interrupt_lost():
+            raise KeyboardInterrupt
+
+    on_train_batch_start = on_train_batch_end = _deliver
+    on_validation_batch_end = on_test_batch_end = on_predict_batch_end = _deliver
