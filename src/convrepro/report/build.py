@@ -29,7 +29,7 @@ from convrepro.paths import EXPERIMENTS_DIR, PROJECT_ROOT  # noqa: E402
 from convrepro.tracking.store import add_uri_argument
 
 from .collect import Group, best_run, groups_for  # noqa: E402
-from .paper import duration, load_paper, verdict  # noqa: E402
+from .paper import Judgement, duration, judge, load_paper  # noqa: E402
 from .summary import is_recipe  # noqa: E402
 
 RUN_FIGURES = ("confusion_test.png", "confusion_val.png", "rejection_test.png", "shift_invariance.png",
@@ -55,7 +55,10 @@ def papers() -> list[str]:
 
 
 def seed_curves(client: MlflowClient, group: Group, keys: list[str], path: Path, title: str) -> Path | None:
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(5 * max(1, len(keys)), 3.6), squeeze=False)
+    # Drawn at the size the page shows it (4 inches a panel at 110 dpi, no downscaling), so that
+    # ticks and legend stay readable.
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.2), squeeze=False,
+                             layout="constrained")
     drawn = False
     for ax, key in zip(axes[0], keys, strict=False):
         for run in group.runs:
@@ -68,9 +71,8 @@ def seed_curves(client: MlflowClient, group: Group, keys: list[str], path: Path,
         ax.set_ylabel(f"{key} (%)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
     if drawn:
         fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -128,23 +130,24 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
                                                              "best": best.info.run_id if best else None}
             md.append(f"\n### {group.key} — {group.source}\n")
             md.append(f"Best run by {primary}: `{best.info.run_id}` ({best.info.run_name}); {provenance(best)}\n")
-            md.append("| measure | paper | reproduction mean ± sd (n) | min | max | verdict |")
-            md.append("|---|---|---|---|---|---|")
+            md.append("| measure | paper | reproduction mean ± sd (n) | min | max | tolerance | verdict |")
+            md.append("|---|---|---|---|---|---|---|")
             rows = []
             for m in metrics:
                 agg = group.aggregates.get(m.key)
                 repro = "-" if agg is None else (f"{agg.mean:.4g} (1 run)" if agg.n == 1
                                                  else f"{agg.mean:.4g} ± {agg.sd:.2g} ({agg.n})")
+                judged = (judge(m, agg and agg.mean, agg and agg.sd, agg.n if agg else 1) if is_recipe(group.key)
+                          else Judgement("not the recipe", ""))
                 cells = [m.label, _fmt(m.paper, m.key), repro, _fmt(agg and agg.minimum, m.key),
-                         _fmt(agg and agg.maximum, m.key),
-                         verdict(m, agg.mean if agg else None) if is_recipe(group.key) else "not the recipe"]
+                         _fmt(agg and agg.maximum, m.key), judged.rule, judged.verdict]
                 md.append("| " + " | ".join(cells) + " |")
                 rows.append(cells)
             body.append(f"<h3>{html.escape(group.key)} <small>{html.escape(group.source)}</small></h3>")
             body.append(f"<p>Best run by <code>{html.escape(primary)}</code>: <code>{best.info.run_id}</code> "
                         f"({html.escape(best.info.run_name)}); {html.escape(provenance(best))}</p>")
-            body.append(_html_table(["measure", "paper", "reproduction mean ± sd (n)", "min", "max", "verdict"],
-                                    rows))
+            body.append(_html_table(["measure", "paper", "reproduction mean ± sd (n)", "min", "max", "tolerance",
+                                     "verdict"], rows))
             pictures = []
             stem = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{experiment}_{group.key}").strip("_")
             curve = seed_curves(client, group, paper.curves, figures / f"{stem}_curves.png",
@@ -182,7 +185,7 @@ table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }}
 td.ok {{ background: #e3f5e1; }} td.miss {{ background: #fbe3e1; }}
-figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 36em; }}
+figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}  /* shown at the size drawn */
 small {{ color: #777; font-weight: normal; }}
 </style></head><body>
 <h1>convrepro — paper versus reproduction</h1>

@@ -25,7 +25,7 @@ def groups_for(client: MlflowClient, experiment: str, metrics: list[str]) -> lis
     out = []
     for key, members in groups_of(finished_runs(client, experiment)).items():
         parents = {r.data.tags["mlflow.parentRunId"] for r in members if "mlflow.parentRunId" in r.data.tags}
-        source = f"all {len(members)} finished runs"
+        source = "its one finished run" if len(members) == 1 else f"all {len(members)} finished runs"
         finished_parents = []
         for pid in parents:
             parent = client.get_run(pid)

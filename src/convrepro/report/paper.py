@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import yaml
@@ -16,8 +17,10 @@ class PaperMetric:
     key: str          # the MLflow metric key
     label: str
     paper: float | None
-    tolerance: float | None  # |reproduction - paper| within this counts as reproduced
+    tolerance: float | None  # a stated |reproduction - paper| that counts as reproduced (with ``why``)
     goal_max: float | None = None  # or: a reproduction at or below this meets the goal
+    measured_on: int | None = None  # or: the paper's rate (%) was counted on this many patterns
+    why: str | None = None  # the reason for a stated tolerance or goal, shown beside the verdict
 
 
 @dataclass
@@ -32,8 +35,8 @@ class Paper:
 
 def load_paper(experiment: str) -> Paper:
     data = yaml.safe_load((EXPERIMENTS_DIR / experiment / "paper.yaml").read_text())
-    metrics = [PaperMetric(m["key"], m["label"], m.get("paper"), m.get("tolerance"), m.get("goal_max"))
-               for m in data["metrics"]]
+    metrics = [PaperMetric(m["key"], m["label"], m.get("paper"), m.get("tolerance"), m.get("goal_max"),
+                           m.get("measured_on"), m.get("why")) for m in data["metrics"]]
     return Paper(data["citation"], metrics, data.get("primary", metrics[0].key), data.get("curves", []))
 
 
@@ -42,14 +45,46 @@ def paper_metrics(experiment: str) -> tuple[str, list[PaperMetric]]:
     return paper.citation, paper.metrics
 
 
-def verdict(metric: PaperMetric, value: float | None) -> str:
-    if value is None:
-        return "not measured"
+@dataclass
+class Judgement:
+    verdict: str  # reproduced, missed, goal met, goal missed, "-" (nothing to judge), not measured
+    rule: str     # the tolerance or goal the verdict used, in words ("" when there is none)
+
+
+MIN_SEEDS_FOR_SPREAD = 3  # a standard deviation of two runs says too little to judge by
+
+
+def judge(metric: PaperMetric, mean: float | None, sd: float | None = None, n: int = 1) -> Judgement:
+    """The paper's number against a reproduction (one run, or the mean of ``n`` seeds).
+
+    A rate the paper counted on ``measured_on`` patterns is one draw of its training run; so is
+    each of ours.  The difference between the paper's single run and our mean of ``n`` has the
+    spread sigma * sqrt(1 + 1/n), and the verdict allows twice that.  Sigma is the seeds' own
+    standard deviation when there are at least three seeds; with fewer it is the binomial
+    standard deviation of the paper's rate on its patterns (the least two runs can differ by
+    chance, counting errors on that many patterns).  Other rows use a tolerance or a goal that
+    paper.yaml states with its reason."""
+    if mean is None:
+        return Judgement("not measured", "")
+    why = f" ({metric.why})" if metric.why else ""
     if metric.goal_max is not None:
-        return "goal met" if value <= metric.goal_max else "goal missed"
-    if metric.paper is None or metric.tolerance is None:
-        return "-"
-    return "reproduced" if abs(value - metric.paper) <= metric.tolerance else "missed"
+        return Judgement("goal met" if mean <= metric.goal_max else "goal missed", f"goal ≤ {metric.goal_max:g}{why}")
+    if metric.paper is None:
+        return Judgement("-", "")
+    if metric.measured_on:
+        if n >= MIN_SEEDS_FOR_SPREAD and sd is not None:
+            sigma, source = sd, f"sd of the {n} seeds"
+        else:
+            p = metric.paper / 100
+            sigma, source = 100 * math.sqrt(p * (1 - p) / metric.measured_on), \
+                f"binomial sd on {metric.measured_on:,} patterns"
+        tolerance = 2 * sigma * math.sqrt(1 + 1 / n)
+        rule = f"±{tolerance:.2g} (2σ√(1+1/n), σ = {source})"
+    elif metric.tolerance is not None:
+        tolerance, rule = metric.tolerance, f"±{metric.tolerance:g}{why}"
+    else:
+        return Judgement("-", "")
+    return Judgement("reproduced" if abs(mean - metric.paper) <= tolerance else "missed", rule)
 
 
 def print_run_table(experiment: str, metrics: dict[str, float], run_name: str, console: Console | None = None,
@@ -58,11 +93,12 @@ def print_run_table(experiment: str, metrics: dict[str, float], run_name: str, c
     citation, rows = paper_metrics(experiment)
     table = Table(title=f"{citation} — paper versus this run ({run_name})",
                   caption=f"not the paper's recipe ({' '.join(deviations)}): no verdict" if deviations else None)
-    for col in ("measure", "paper", "reproduction", "verdict"):
-        table.add_column(col, justify="left" if col == "measure" else "right")
+    for col in ("measure", "paper", "reproduction", "tolerance", "verdict"):
+        table.add_column(col, justify="right" if col in ("paper", "reproduction") else "left")
     for m in rows:
         value = metrics.get(m.key)
-        table.add_row(m.label, _cell(m.paper, m.key), _cell(value, m.key), "-" if deviations else verdict(m, value))
+        judged = Judgement("-", "") if deviations else judge(m, value)
+        table.add_row(m.label, _cell(m.paper, m.key), _cell(value, m.key), judged.rule, judged.verdict)
     (console or Console()).print(table)
 
 
@@ -95,9 +131,11 @@ def run_note(experiment: str, metrics: dict[str, float], run_name: str, deviatio
     """A run's description (markdown): the paper-versus-this-run table the console printed."""
     citation, rows = paper_metrics(experiment)
     lines = [f"**{citation}** — paper versus this run ({run_name})", "",
-             "| measure | paper | reproduction | verdict |", "|---|---|---|---|"]
-    lines += [f"| {m.label} | {_cell(m.paper, m.key)} | {_cell(metrics.get(m.key), m.key)} | "
-              f"{'-' if deviations else verdict(m, metrics.get(m.key))} |" for m in rows]
+             "| measure | paper | reproduction | tolerance | verdict |", "|---|---|---|---|---|"]
+    for m in rows:
+        judged = Judgement("-", "") if deviations else judge(m, metrics.get(m.key))
+        lines.append(f"| {m.label} | {_cell(m.paper, m.key)} | {_cell(metrics.get(m.key), m.key)} | "
+                     f"{judged.rule} | {judged.verdict} |")
     if deviations:
         lines += ["", f"Not the paper's recipe ({' '.join(deviations)}): no verdict."]
     return "\n".join(lines)

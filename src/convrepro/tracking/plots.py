@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -11,9 +12,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
+def _wrapped(title: str, fig, fontsize: float) -> str:
+    """The title in lines that fit the figure's width (a long run name otherwise runs off
+    the picture: 'waibel1989 faithful seed 0: tes')."""
+    chars = max(16, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.wrap(title, chars))
+
+
 def _save(fig, ax, path: Path, title: str) -> Path:
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title)
+    ax.set_title(_wrapped(title, fig, 10), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -37,19 +45,20 @@ def learning_curves(history: list[dict], path: Path, title: str) -> Path:
 
 def confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: Path, title: str) -> Path:
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * n, 0.8 + 0.5 * n))
+    side = max(4.0, 1.2 + 0.5 * n)  # three phonemes still leave room for the title and labels
+    fig, ax = plt.subplots(figsize=(side, side))
     ax.imshow(matrix.numpy(), cmap="Blues")
     for i in range(n):
         for j in range(n):
             v = int(matrix[i, j])
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=9 if n <= 12 else 7,
                         color="white" if v > matrix.max() / 2 else "black")
     ax.set_xticks(range(n), class_names, rotation=90 if n > 12 else 0)
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(_wrapped(title, fig, 10), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -61,7 +70,9 @@ def kernels(weights: torch.Tensor, path: Path, title: str) -> Path:
     k = weights.shape[0]
     cols = min(k, 12)
     rows = (k + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4), squeeze=False)
+    size = max(0.9, 6.0 / cols)  # at least 6 inches wide: room for a readable title
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size + 0.8), squeeze=False,
+                             layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= k:
@@ -72,8 +83,7 @@ def kernels(weights: torch.Tensor, path: Path, title: str) -> Path:
             ax.imshow(w.permute(1, 2, 0).numpy())
         else:
             ax.imshow(w.numpy(), cmap="gray")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(_wrapped(title, fig, 11), fontsize=11)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
