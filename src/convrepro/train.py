@@ -60,7 +60,8 @@ def build(cfg: DictConfig):
     task = ClassifierTask(model, loss, optimizer, datamodule.eval_names, scheduler=scheduler,
                           patterns_per_update=cfg.training.patterns_per_update,
                           top_k=tuple(cfg.training.top_k), curvature_patterns=cfg.training.curvature_patterns,
-                          channels_last=bool(cfg.training.get("channels_last", False)))
+                          channels_last=bool(cfg.training.get("channels_last", False)),
+                          online_step=cfg.training.get("online_step", "written_out"))
     return datamodule, model, task
 
 

@@ -9,7 +9,10 @@ loss, an optimizer, evaluation sets".  Two ways to update:
   patterns in the order given, while a Lightning step carries a whole loader batch of
   patterns.  Per-pattern updates make the loop's per-step overhead the bottleneck, so the
   inner loop takes gradients with ``torch.autograd.grad`` and applies them with one fused
-  ``foreach`` update (SGD without momentum, or SDLM's per-weight steps).
+  ``foreach`` update (SGD without momentum, or SDLM's per-weight steps).  For the zip-code
+  network with plain SGD (LeCun's faithful recipe), ``online_step="written_out"`` replaces
+  that loop by the forward, backward and update unrolled on preallocated buffers
+  (``online_zipcode.py``); ``"autograd"`` keeps the generic loop for every configuration.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import nn
 from convrepro.threads import one_thread
 
 from .losses import ClassificationLoss
+from .online_zipcode import ZipCodeOnlineStep, fast_path_refusal
 from .sdlm import SDLM, gauss_newton_diagonal
 
 
@@ -43,6 +47,9 @@ def _weights_digest(model: nn.Module) -> float:
         return float(sum((p.double() * (i + 1)).sum() for i, p in enumerate(model.parameters())))
 
 
+ONLINE_STEPS = ("written_out", "autograd")
+
+
 class ClassifierTask(pl.LightningModule):
     def __init__(
         self,
@@ -55,6 +62,7 @@ class ClassifierTask(pl.LightningModule):
         top_k: tuple[int, ...] = (1,),
         curvature_patterns: int = 500,
         channels_last: bool = False,
+        online_step: str = "written_out",
     ):
         super().__init__()
         self.model, self.loss, self.optimizer_factory = model, loss, optimizer
@@ -64,6 +72,10 @@ class ClassifierTask(pl.LightningModule):
         self.automatic_optimization = patterns_per_update is None
         self.curvature_patterns = curvature_patterns
         self.channels_last = channels_last
+        if online_step not in ONLINE_STEPS:
+            raise ValueError(f"training.online_step must be one of {ONLINE_STEPS}, got {online_step!r}")
+        self.online_step = online_step
+        self._written_out: ZipCodeOnlineStep | None | bool = None  # decided at the first step
         self.replica_digests: list[float] = []
         self._reset_sums()
         self.history: list[dict[str, float]] = []
@@ -184,7 +196,27 @@ class ClassifierTask(pl.LightningModule):
                     f"the training loss became {bad[0].item()} in pass {self.current_epoch + 1}, step "
                     f"{batch_idx + 1}: training diverged (lower optim.lr?)")
 
+    def _written_out_step(self, x: torch.Tensor) -> ZipCodeOnlineStep | None:
+        """The unrolled on-line step, where it applies (decided once, at the first step)."""
+        if self._written_out is None:
+            opt = self.optimizers()
+            refusal = ("training.online_step=autograd" if self.online_step != "written_out" else
+                       "mixed precision" if torch.is_autocast_enabled(x.device.type) else
+                       fast_path_refusal(self.model, self.loss, getattr(opt, "optimizer", opt),
+                                         self.patterns_per_update))
+            self._written_out = ZipCodeOnlineStep(self.model) if refusal is None else False
+        return self._written_out or None
+
     def _per_pattern_updates(self, x, y, batch_idx: int = 0):
+        written_out = self._written_out_step(x)
+        if written_out is not None:
+            opt = self.optimizers()
+            lr = getattr(opt, "optimizer", opt).param_groups[0]["lr"]  # read each batch: schedulers
+            with one_thread():
+                losses, outs = written_out.run(x, self.loss.prepare(y, x), lr)
+            self._check_finite(losses, batch_idx)
+            self._accumulate(losses.sum(), outs, y)
+            return
         params = [p for p in self.model.parameters() if p.requires_grad]
         update = self._update_rule(params)
         k = self.patterns_per_update

@@ -1,0 +1,175 @@
+"""LeCun et al.'s on-line step written out: one pattern's forward pass, backward pass and
+weight update as about thirty tensor operations on buffers made once.
+
+On-line learning (167,693 single-pattern updates for the faithful run) is bound by the cost
+of each operation's dispatch, not by its arithmetic: the generic step (the layers' autograd
+Functions, ``autograd.grad``, a fused update) spends most of its time building and walking
+the autograd graph and allocating small tensors.  The layers' derivatives are already
+written out in ``convrepro.nn``; here they are unrolled for the zip-code network with
+nothing left to decide per pattern:
+
+* the convolutions are the lecture's im2col product, with the gather index built once.
+  The index already holds the kernel flip (a convolution, not a correlation), the frame of
+  background (-1) and the layout, so the stored weight tensors are used as they are (views,
+  no copies); H1's input columns are gathered for the whole loader batch at once;
+* the scaled tanh 1.7159 tanh(2x/3) is folded into the products' ``alpha``/``beta``: the
+  buffers hold tanh values and the factors 1.7159 and 2/3 ride on the next multiply;
+* back-propagation is the chain of transposed products and the overlap-add (``index_add_``
+  with the same index) the lecture derives; each weight update is fused into the product
+  that forms its gradient (``addmm_``/``addr_``), after that layer's error was passed down.
+
+The result is the generic path's arithmetic in another order (equal to float64 rounding:
+``tests/test_online_zipcode.py``).  Used for the plain SGD of the faithful recipe; every
+other configuration keeps the generic path (``fast_path_refusal`` says why).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from convrepro.models.activations import ScaledTanh
+from convrepro.models.lecun1989 import ZipCodeNet
+
+SCALE, SLOPE = 1.7159, 2.0 / 3.0  # ScaledTanh: SCALE * tanh(SLOPE * x)
+
+
+def fast_path_refusal(model, loss, optimizer, patterns_per_update) -> str | None:
+    """Why the written-out step does not apply (None: it does)."""
+    if not isinstance(model, ZipCodeNet):
+        return "not the zip-code network"
+    if patterns_per_update != 1:
+        return "not one update per pattern"
+    if loss.name != "mse":
+        return "not the MSE loss"
+    acts = (model.act1, model.act2, model.act3, model.act_out)
+    if not all(isinstance(a, ScaledTanh) for a in acts):
+        return "not the scaled tanh throughout"
+    if not isinstance(model.dropout, torch.nn.Identity) or model.h1.decimate or model.h2.decimate:
+        return "dropout or decimation layers"
+    for layer in (model.h1.conv, model.h2.conv):
+        if (tuple(layer.kernel_size), layer.stride, layer.padding, layer.pad_value) not in (((5, 5), 2, 2, -1.0),
+                                                                                            ((5, 5), (2, 2), (2, 2), -1.0)):
+            return "not the paper's 5x5 kernels at stride 2 in a frame of -1"
+    if type(optimizer) is not torch.optim.SGD or len(optimizer.param_groups) != 1:
+        return "not plain SGD"
+    group = optimizer.param_groups[0]
+    if group["momentum"] or group["weight_decay"] or group.get("maximize"):
+        return "SGD with momentum or weight decay"
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        return "not on a CPU"
+    return None
+
+
+def gather_index(channels: int, size: int, kernel: int, stride: int, pad: int) -> torch.Tensor:
+    """(channels * kernel * kernel, out * out) positions in a flat (channels, size, size) input,
+    followed by one slot holding the frame's value: row (c, a, b) lines up with
+    ``weight.view(D, -1)``, so ``weight.view(D, -1) @ columns`` is the convolution (kernel
+    index a meets input row stride*i + kernel-1-a - pad)."""
+    out = (size + 2 * pad - kernel) // stride + 1
+    c = torch.arange(channels).view(-1, 1, 1, 1, 1)
+    a = torch.arange(kernel).view(1, -1, 1, 1, 1)
+    b = torch.arange(kernel).view(1, 1, -1, 1, 1)
+    i = torch.arange(out).view(1, 1, 1, -1, 1)
+    j = torch.arange(out).view(1, 1, 1, 1, -1)
+    row, col = stride * i + kernel - 1 - a - pad, stride * j + kernel - 1 - b - pad
+    inside = (row >= 0) & (row < size) & (col >= 0) & (col < size)
+    flat = c * size * size + row.clamp(0, size - 1) * size + col.clamp(0, size - 1)
+    return torch.where(inside, flat, channels * size * size).reshape(channels * kernel * kernel, out * out)
+
+
+class ZipCodeOnlineStep:
+    """Trains a :class:`ZipCodeNet` in place, one pattern at a time (SGD, MSE, scaled tanh)."""
+
+    def __init__(self, model: ZipCodeNet):
+        self.model = model
+        w1, w2 = model.h1.conv.weight, model.h2.conv.weight
+        dtype = w1.dtype
+        self.maps1, self.maps2 = w1.shape[0], w2.shape[0]
+        self.index1 = gather_index(w1.shape[1], 16, 5, 2, 2)                # (25, 64)
+        self.index2 = gather_index(w2.shape[1], 8, 5, 2, 2).flatten()       # (300 * 16,)
+        frame = -1.0  # the background every H1 and H2 map is framed with
+        empty = lambda *shape: torch.empty(*shape, dtype=dtype)  # noqa: E731
+        # H1's tanh values and, last, the frame in the same units (the 1.7159 rides on H2's product)
+        self.a1 = torch.full((self.maps1 * 64 + 1,), frame / SCALE, dtype=dtype)
+        self.t1 = self.a1[:-1].view(self.maps1, 64)
+        self.cols2 = empty(w2.shape[1] * 25, 16)
+        self.z1, self.s1, self.u1 = empty(self.maps1, 64), empty(self.maps1, 64), empty(self.maps1, 64)
+        self.z2, self.t2, self.s2, self.u2 = (empty(self.maps2, 16) for _ in range(4))
+        self.d_cols2 = empty(w2.shape[1] * 25, 16)
+        self.v1 = empty(self.maps1 * 64 + 1)
+        n3, n4 = model.h3.out_features, model.output.out_features
+        self.z3, self.t3, self.s3, self.u3 = (empty(n3) for _ in range(4))
+        self.v2 = empty(model.h3.in_features)
+        self.z4, self.s4, self.u4, self.v3 = empty(n4), empty(n4), empty(n4), empty(n3)
+        self.one = torch.ones((), dtype=dtype)
+        self.mask2 = model.h2.conv.connection_mask.to(dtype).expand_as(w2).reshape(self.maps2, -1).contiguous()
+        # d(mean squared error)/d(output) = 2 e / n; each layer down multiplies by 1.7159 * 2/3
+        self.k4 = 2.0 / n4 * SCALE * SLOPE
+        self.k3 = self.k4 * SCALE * SLOPE
+        self.k2 = self.k3 * SCALE * SLOPE
+        self.k1 = self.k2 * SCALE * SLOPE
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, targets: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Present ``x`` (B, 1, 16, 16) in order, updating after each pattern; returns each
+        pattern's loss and outputs (computed before its own update, as the generic path)."""
+        m = self.model
+        n = len(x)
+        frame = torch.full((n, 1), -1.0, dtype=x.dtype)
+        cols1 = torch.cat([x.reshape(n, -1), frame], 1)[:, self.index1]   # (B, 25, 64): every H1 window
+        w1, b1 = m.h1.conv.weight.view(self.maps1, -1), m.h1.bias.view(self.maps1, -1)
+        w2_param = m.h2.conv.weight.view(self.maps2, -1)
+        w2 = w2_param * self.mask2  # the table's weights; the others stay as they are in the model
+        b2 = m.h2.bias.view(self.maps2, -1)
+        w3, b3, w4, b4 = m.h3.weight, m.h3.bias, m.output.weight, m.output.bias
+        t4s = torch.empty(n, w4.shape[0], dtype=x.dtype)
+        errors = torch.empty_like(t4s)
+        minus_targets = -targets
+        t1, a1, cols2, t2, t2flat, t3 = self.t1, self.a1, self.cols2, self.t2, self.t2.view(-1), self.t3
+        z1, z2, z3, z4 = self.z1, self.z2, self.z3, self.z4
+        s1, s2, s3, s4 = self.s1, self.s2, self.s3, self.s4
+        u1, u2, u3, u4, v1, v2, v3 = self.u1, self.u2, self.u3, self.u4, self.v1, self.v2, self.v3
+        d_cols2, index2, mask2, one = self.d_cols2, self.index2, self.mask2, self.one
+        g, a = SLOPE, SCALE
+        up4, up3, up2, up1 = -lr * self.k4, -lr * self.k3, -lr * self.k2, -lr * self.k1
+        cols2_flat = cols2.view(-1)
+        v1_units = v1[:-1].view(self.maps1, 64)
+        for i in range(n):
+            c1, t4, e = cols1[i], t4s[i], errors[i]
+            # forward: each tanh's argument is 2/3 (W a + b), with a = 1.7159 t from the layer below
+            torch.addmm(b1, w1, c1, beta=g, alpha=g, out=z1)
+            torch.tanh(z1, out=t1)
+            torch.index_select(a1, 0, index2, out=cols2_flat)
+            torch.addmm(b2, w2, cols2, beta=g, alpha=g * a, out=z2)
+            torch.tanh(z2, out=t2)
+            torch.addmv(b3, w3, t2flat, beta=g, alpha=g * a, out=z3)
+            torch.tanh(z3, out=t3)
+            torch.addmv(b4, w4, t3, beta=g, alpha=g * a, out=z4)
+            torch.tanh(z4, out=t4)
+            # backward: u = (error passed down) * (1 - t^2); the true delta is k * u
+            torch.add(minus_targets[i], t4, alpha=a, out=e)
+            torch.addcmul(one, t4, t4, value=-1.0, out=s4)
+            torch.mul(e, s4, out=u4)
+            torch.mv(w4.t(), u4, out=v3)
+            w4.addr_(u4, t3, alpha=up4 * a)
+            b4.add_(u4, alpha=up4)
+            torch.addcmul(one, t3, t3, value=-1.0, out=s3)
+            torch.mul(v3, s3, out=u3)
+            torch.mv(w3.t(), u3, out=v2)
+            w3.addr_(u3, t2flat, alpha=up3 * a)
+            b3.add_(u3, alpha=up3)
+            torch.addcmul(one, t2, t2, value=-1.0, out=s2)
+            torch.mul(v2.view_as(s2), s2, out=u2)
+            torch.mm(w2.t(), u2, out=d_cols2)
+            v1.zero_()
+            v1.index_add_(0, index2, d_cols2.view(-1))  # the overlap-add: back through the windows
+            w2.addmm_(u2, cols2.t(), alpha=up2 * a)
+            w2.mul_(mask2)
+            b2.add_(u2, alpha=up2)
+            torch.addcmul(one, t1, t1, value=-1.0, out=s1)
+            torch.mul(v1_units, s1, out=u1)
+            w1.addmm_(u1, c1.t(), alpha=up1)
+            b1.add_(u1, alpha=up1)
+        keep = self.mask2.bool()
+        w2_param.copy_(torch.where(keep, w2, w2_param))
+        return errors.square().mean(1), t4s.mul_(a)
