@@ -40,7 +40,7 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/layers.py --repeats 11 --min-seconds 1
-	$(PY) benchmarks/lecun_online.py
+	$(PY) benchmarks/online.py --full-run
 	$(PY) benchmarks/alexnet.py --size 128 --batch 64
 	$(PY) benchmarks/alexnet.py --size 227 --batch 128 --repeats 3
 	$(PY) benchmarks/gpu.py
@@ -54,7 +54,7 @@ bench-gpu: install
 reproduce-lecun1989: install
 	$(PY) -m convrepro.train experiment=lecun1989 $(ARGS)
 
-# Waibel et al. 1989, faithful TDNN on the fraser /b/ /d/ /g/ tokens (2 min 54 s measured with another job running); shift curve included.
+# Waibel et al. 1989, faithful TDNN on the fraser /b/ /d/ /g/ tokens (38 s measured on 2 idle cores); shift curve included.
 reproduce-waibel1989: install
 	$(PY) -m convrepro.train experiment=waibel1989 $(ARGS)
 

@@ -37,6 +37,7 @@ class TimeDelayNet(nn.Module):
         self.output_bias = nn.Parameter(torch.zeros(hidden2)) if output_bias else None
         self.output = make_nonlinearity("logistic") if output == "logistic" else nn.Identity()
         self.steps = (frames - delays1 + 1, frames - delays1 + 1 - delays2 + 1)
+        self.average_shared_gradients = average_shared_gradients
         for p in self.parameters():
             nn.init.uniform_(p, -init_range, init_range)
         if average_shared_gradients:

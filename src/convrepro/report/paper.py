@@ -91,14 +91,18 @@ def print_run_table(experiment: str, metrics: dict[str, float], run_name: str, c
                     deviations: list[str] | tuple = ()):
     """The paper beside one run; a run with extra overrides is not the recipe and gets no verdict."""
     citation, rows = paper_metrics(experiment)
-    table = Table(title=f"{citation} — paper versus this run ({run_name})",
-                  caption=f"not the paper's recipe ({' '.join(deviations)}): no verdict" if deviations else None)
+    caption = (f"not the paper's recipe ({' '.join(deviations)}): no verdict" if deviations else
+               "tolerance ±2σ√2: σ = the binomial sd of the paper's rate on the patterns it counted "
+               "(the spread two runs show); goals as the experiment states them")
+    table = Table(title=f"{citation} — paper versus this run ({run_name})", caption=caption)
     for col in ("measure", "paper", "reproduction", "tolerance", "verdict"):
         table.add_column(col, justify="right" if col in ("paper", "reproduction") else "left")
     for m in rows:
         value = metrics.get(m.key)
         judged = Judgement("-", "") if deviations else judge(m, value)
-        table.add_row(m.label, _cell(m.paper, m.key), _cell(value, m.key), judged.rule, judged.verdict)
+        # the rule's reason is in the caption; a goal keeps its own
+        short = judged.rule if judged.rule.startswith("goal") else judged.rule.split(" (")[0]
+        table.add_row(m.label, _cell(m.paper, m.key), _cell(value, m.key), short, judged.verdict)
     (console or Console()).print(table)
 
 

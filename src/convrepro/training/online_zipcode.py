@@ -80,8 +80,8 @@ def gather_index(channels: int, size: int, kernel: int, stride: int, pad: int) -
 class ZipCodeOnlineStep:
     """Trains a :class:`ZipCodeNet` in place, one pattern at a time (SGD, MSE, scaled tanh)."""
 
-    def __init__(self, model: ZipCodeNet):
-        self.model = model
+    def __init__(self, model: ZipCodeNet, optimizer: torch.optim.SGD):
+        self.model, self.optimizer = model, optimizer
         w1, w2 = model.h1.conv.weight, model.h2.conv.weight
         dtype = w1.dtype
         self.maps1, self.maps2 = w1.shape[0], w2.shape[0]
@@ -110,9 +110,10 @@ class ZipCodeOnlineStep:
         self.k1 = self.k2 * SCALE * SLOPE
 
     @torch.no_grad()
-    def run(self, x: torch.Tensor, targets: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Present ``x`` (B, 1, 16, 16) in order, updating after each pattern; returns each
         pattern's loss and outputs (computed before its own update, as the generic path)."""
+        lr = self.optimizer.param_groups[0]["lr"]  # read per loader batch: schedulers change it
         m = self.model
         n = len(x)
         frame = torch.full((n, 1), -1.0, dtype=x.dtype)

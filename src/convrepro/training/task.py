@@ -9,10 +9,11 @@ loss, an optimizer, evaluation sets".  Two ways to update:
   patterns in the order given, while a Lightning step carries a whole loader batch of
   patterns.  Per-pattern updates make the loop's per-step overhead the bottleneck, so the
   inner loop takes gradients with ``torch.autograd.grad`` and applies them with one fused
-  ``foreach`` update (SGD without momentum, or SDLM's per-weight steps).  For the zip-code
-  network with plain SGD (LeCun's faithful recipe), ``online_step="written_out"`` replaces
-  that loop by the forward, backward and update unrolled on preallocated buffers
-  (``online_zipcode.py``); ``"autograd"`` keeps the generic loop for every configuration.
+  ``foreach`` update (SGD without momentum, or SDLM's per-weight steps).  For the faithful
+  recipes (the zip-code network with plain SGD, the TDNN with momentum),
+  ``online_step="written_out"`` replaces that loop by the forward, backward and update
+  unrolled on preallocated buffers (``online_zipcode.py``, ``online_tdnn.py``);
+  ``"autograd"`` keeps the generic loop, which every other configuration uses.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch import nn
 from convrepro.threads import one_thread
 
 from .losses import ClassificationLoss
+from .online_tdnn import TimeDelayOnlineStep, tdnn_refusal
 from .online_zipcode import ZipCodeOnlineStep, fast_path_refusal
 from .sdlm import SDLM, gauss_newton_diagonal
 
@@ -75,7 +77,7 @@ class ClassifierTask(pl.LightningModule):
         if online_step not in ONLINE_STEPS:
             raise ValueError(f"training.online_step must be one of {ONLINE_STEPS}, got {online_step!r}")
         self.online_step = online_step
-        self._written_out: ZipCodeOnlineStep | None | bool = None  # decided at the first step
+        self._written_out = None  # the written-out step, or False where it does not apply (first step)
         self.replica_digests: list[float] = []
         self._reset_sums()
         self.history: list[dict[str, float]] = []
@@ -196,24 +198,23 @@ class ClassifierTask(pl.LightningModule):
                     f"the training loss became {bad[0].item()} in pass {self.current_epoch + 1}, step "
                     f"{batch_idx + 1}: training diverged (lower optim.lr?)")
 
-    def _written_out_step(self, x: torch.Tensor) -> ZipCodeOnlineStep | None:
-        """The unrolled on-line step, where it applies (decided once, at the first step)."""
+    def _written_out_step(self, x: torch.Tensor):
+        """The unrolled on-line step, where one applies (decided once, at the first step)."""
         if self._written_out is None:
             opt = self.optimizers()
-            refusal = ("training.online_step=autograd" if self.online_step != "written_out" else
-                       "mixed precision" if torch.is_autocast_enabled(x.device.type) else
-                       fast_path_refusal(self.model, self.loss, getattr(opt, "optimizer", opt),
-                                         self.patterns_per_update))
-            self._written_out = ZipCodeOnlineStep(self.model) if refusal is None else False
+            inner = getattr(opt, "optimizer", opt)
+            self._written_out = False
+            if self.online_step == "written_out" and not torch.is_autocast_enabled(x.device.type):
+                for step, refusal in ((ZipCodeOnlineStep, fast_path_refusal), (TimeDelayOnlineStep, tdnn_refusal)):
+                    if refusal(self.model, self.loss, inner, self.patterns_per_update) is None:
+                        self._written_out = step(self.model, inner)
         return self._written_out or None
 
     def _per_pattern_updates(self, x, y, batch_idx: int = 0):
         written_out = self._written_out_step(x)
         if written_out is not None:
-            opt = self.optimizers()
-            lr = getattr(opt, "optimizer", opt).param_groups[0]["lr"]  # read each batch: schedulers
             with one_thread():
-                losses, outs = written_out.run(x, self.loss.prepare(y, x), lr)
+                losses, outs = written_out.run(x, self.loss.prepare(y, x))
             self._check_finite(losses, batch_idx)
             self._accumulate(losses.sum(), outs, y)
             return
