@@ -103,10 +103,18 @@ class TorchZipCodeNet(nn.Module):
 
 def native_ms(x, targets) -> float:
     model = Native2022()
+    return _native_loop(model, _fused_sgd(model.parameters(), lr=0.03), x, targets)
+
+
+def _fused_sgd(params, **settings) -> torch.optim.SGD:
     try:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.03, fused=True)
+        return torch.optim.SGD(params, fused=True, **settings)
     except (RuntimeError, TypeError):  # a build without the fused CPU kernel
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.03, foreach=True)
+        return torch.optim.SGD(params, foreach=True, **settings)
+
+
+def _native_loop(model, optimizer, x, targets) -> float:
+    """A 2022 on-line loop: forward, the mean squared error, ``backward()``, the optimizer's step."""
     start = time.perf_counter()
     for i in range(len(x)):
         loss = torch.mean((model(x[i : i + 1]) - targets[i : i + 1]) ** 2)
@@ -155,17 +163,7 @@ def native_tdnn_ms(x, targets) -> float:
     model = NativeTDNN()
     groups = [{"params": model.hidden1.parameters(), "lr": 0.3 / 13}, {"params": model.hidden2.parameters(),
               "lr": 0.3 / 9}, {"params": [model.bias]}]
-    try:
-        optimizer = torch.optim.SGD(groups, lr=0.3, momentum=0.9, fused=True)
-    except (RuntimeError, TypeError):
-        optimizer = torch.optim.SGD(groups, lr=0.3, momentum=0.9, foreach=True)
-    start = time.perf_counter()
-    for i in range(len(x)):
-        loss = torch.mean((model(x[i : i + 1]) - targets[i : i + 1]) ** 2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return (time.perf_counter() - start) / len(x) * 1e3
+    return _native_loop(model, _fused_sgd(groups, lr=0.3, momentum=0.9), x, targets)
 
 
 def generic_tdnn_ms(x, targets, loss) -> float:

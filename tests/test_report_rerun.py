@@ -56,7 +56,7 @@ def test_report_tables_equal_the_latest_sweep_in_mlflow(store):
     # Provenance of the best run: how it computed (TF32 or true float32, precision, device).
     assert "precision 32-true, float32 matmul highest" in md and "float32 matmul highest" in html
     # The SDLM run is its own group, from all its finished runs.
-    assert "sdlm" in " ".join(written["lecun1989"]) and "all 1 finished runs" in md
+    assert "sdlm" in " ".join(written["lecun1989"]) and "its one finished run" in md
     # Self-contained: figures are embedded, none is fetched.
     assert html.count("data:image/png;base64,") >= 4 and 'src="http' not in html
     curves = "lecun1989_faithful-sgd_data.train_subset_300_trainer.max_epochs_2_curves"
