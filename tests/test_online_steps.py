@@ -14,6 +14,7 @@ from convrepro.models.waibel1989 import TimeDelayNet
 from convrepro.training.losses import ClassificationLoss
 from convrepro.training.online_tdnn import TimeDelayOnlineStep, tdnn_refusal
 from convrepro.training.online_zipcode import ZipCodeOnlineStep, fast_path_refusal
+from convrepro.training.sdlm import SDLM, gauss_newton_diagonal
 from convrepro.training.task import ClassifierTask
 
 
@@ -61,6 +62,34 @@ def test_written_out_step_gives_the_autograd_weights_after_300_patterns_in_float
     assert torch.allclose(torch.cat(outs), expected_outputs, rtol=0, atol=1e-13)
 
 
+def test_written_out_sdlm_step_gives_the_generic_sdlm_weights_in_float64():
+    """SDLM (the paper's own method): each weight's step size lr / (mu + h), h the Gauss-Newton
+    diagonal estimated on 500 patterns as the task does (enough for the large convolution path,
+    whose H2 curvature comes back channels-last), then 200 on-line updates both ways."""
+    torch.manual_seed(6)
+    ours, reference = ZipCodeNet().double(), ZipCodeNet().double()
+    reference.load_state_dict(ours.state_dict())
+    loss = ClassificationLoss()
+    x, y = _digits(700, seed=2)
+    optimizers = []
+    for model in (ours, reference):
+        opt = SDLM(model.parameters(), lr=0.0005, mu=0.02)
+        h = gauss_newton_diagonal(model, x[:500], loss.output_curvature)
+        opt.set_curvature({p: v / 500 for p, v in h.items()})
+        optimizers.append(opt)
+    assert fast_path_refusal(ours, loss, optimizers[0], 1) is None
+    step = ZipCodeOnlineStep(ours, optimizers[0])
+    losses = torch.cat([step.run(x[s : s + 128], loss.prepare(y[s : s + 128], x))[0] for s in range(500, 700, 128)])
+    params, targets, expected = list(reference.parameters()), loss.prepare(y, x), []
+    for i in range(500, 700):
+        value = loss.against(reference(x[i : i + 1]), targets[i : i + 1])
+        optimizers[1].apply(params, torch.autograd.grad(value, params))
+        expected.append(value.detach())
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=0, atol=1e-12), name
+    assert torch.allclose(losses, torch.stack(expected), rtol=0, atol=1e-13)
+
+
 @pytest.mark.parametrize("change,reason", [
     (dict(model=dict(nonlinearity="tanh")), "not the scaled tanh throughout"),
     (dict(model=dict(subsampling="decimation")), "dropout or decimation layers"),
@@ -68,7 +97,7 @@ def test_written_out_step_gives_the_autograd_weights_after_300_patterns_in_float
     (dict(loss="cross_entropy"), "not the MSE loss"),
     (dict(k=2), "not one update per pattern"),
     (dict(momentum=0.9), "SGD with momentum or weight decay"),
-    (dict(adam=True), "not plain SGD"),
+    (dict(adam=True), "not plain SGD or SDLM"),
 ])
 def test_every_other_configuration_keeps_the_generic_path(change, reason):
     model = ZipCodeNet(**change.get("model", {}))

@@ -19,7 +19,7 @@ nothing left to decide per pattern:
   that forms its gradient (``addmm_``/``addr_``), after that layer's error was passed down.
 
 The result is the generic path's arithmetic in another order (equal to float64 rounding:
-``tests/test_online_zipcode.py``).  Used for the plain SGD of the faithful recipe; every
+``tests/test_online_steps.py``).  Used for the faithful recipe's plain SGD and for SDLM; every
 other configuration keeps the generic path (``fast_path_refusal`` says why).
 """
 
@@ -29,6 +29,8 @@ import torch
 
 from convrepro.models.activations import ScaledTanh
 from convrepro.models.lecun1989 import ZipCodeNet
+
+from .sdlm import SDLM
 
 SCALE, SLOPE = 1.7159, 2.0 / 3.0  # ScaledTanh: SCALE * tanh(SLOPE * x)
 
@@ -50,10 +52,10 @@ def fast_path_refusal(model, loss, optimizer, patterns_per_update) -> str | None
         if (tuple(layer.kernel_size), layer.stride, layer.padding, layer.pad_value) not in (((5, 5), 2, 2, -1.0),
                                                                                             ((5, 5), (2, 2), (2, 2), -1.0)):
             return "not the paper's 5x5 kernels at stride 2 in a frame of -1"
-    if type(optimizer) is not torch.optim.SGD or len(optimizer.param_groups) != 1:
-        return "not plain SGD"
+    if type(optimizer) not in (torch.optim.SGD, SDLM) or len(optimizer.param_groups) != 1:
+        return "not plain SGD or SDLM"
     group = optimizer.param_groups[0]
-    if group["momentum"] or group["weight_decay"] or group.get("maximize"):
+    if type(optimizer) is torch.optim.SGD and (group["momentum"] or group["weight_decay"] or group.get("maximize")):
         return "SGD with momentum or weight decay"
     if any(p.device.type != "cpu" for p in model.parameters()):
         return "not on a CPU"
@@ -78,10 +80,13 @@ def gather_index(channels: int, size: int, kernel: int, stride: int, pad: int) -
 
 
 class ZipCodeOnlineStep:
-    """Trains a :class:`ZipCodeNet` in place, one pattern at a time (SGD, MSE, scaled tanh)."""
+    """Trains a :class:`ZipCodeNet` in place, one pattern at a time (MSE, scaled tanh), by plain
+    SGD (each update fused into the product that forms its gradient) or by SDLM (the gradients
+    formed into buffers, then every weight's own step size applied in one ``foreach`` op)."""
 
-    def __init__(self, model: ZipCodeNet, optimizer: torch.optim.SGD):
+    def __init__(self, model: ZipCodeNet, optimizer: torch.optim.Optimizer):
         self.model, self.optimizer = model, optimizer
+        self.sdlm = isinstance(optimizer, SDLM)
         w1, w2 = model.h1.conv.weight, model.h2.conv.weight
         dtype = w1.dtype
         self.maps1, self.maps2 = w1.shape[0], w2.shape[0]
@@ -123,6 +128,12 @@ class ZipCodeOnlineStep:
         w2 = w2_param * self.mask2  # the table's weights; the others stay as they are in the model
         b2 = m.h2.bias.view(self.maps2, -1)
         w3, b3, w4, b4 = m.h3.weight, m.h3.bias, m.output.weight, m.output.bias
+        params = [w1, b1, w2, b2, w3, b3, w4, b4]
+        if self.sdlm:  # each weight's own step size (re-estimated by the task before each pass)
+            originals = (m.h1.conv.weight, m.h1.bias, m.h2.conv.weight, m.h2.bias, w3, b3, w4, b4)
+            steps = [self.optimizer.state[p]["step_size"].reshape(q.shape) for p, q in zip(originals, params, strict=True)]
+            grads = [torch.empty_like(p) for p in params]
+            g1, gb1, g2, gb2, g3, gb3, g4, gb4 = grads
         t4s = torch.empty(n, w4.shape[0], dtype=x.dtype)
         errors = torch.empty_like(t4s)
         minus_targets = -targets
@@ -132,7 +143,7 @@ class ZipCodeOnlineStep:
         u1, u2, u3, u4, v1, v2, v3 = self.u1, self.u2, self.u3, self.u4, self.v1, self.v2, self.v3
         d_cols2, index2, mask2, one = self.d_cols2, self.index2, self.mask2, self.one
         g, a = SLOPE, SCALE
-        up4, up3, up2, up1 = -lr * self.k4, -lr * self.k3, -lr * self.k2, -lr * self.k1
+        k4, k3, k2, k1 = self.k4, self.k3, self.k2, self.k1
         cols2_flat = cols2.view(-1)
         v1_units = v1[:-1].view(self.maps1, 64)
         for i in range(n):
@@ -147,30 +158,43 @@ class ZipCodeOnlineStep:
             torch.tanh(z3, out=t3)
             torch.addmv(b4, w4, t3, beta=g, alpha=g * a, out=z4)
             torch.tanh(z4, out=t4)
-            # backward: u = (error passed down) * (1 - t^2); the true delta is k * u
+            # backward, through the weights before this pattern's update:
+            # u = (error passed down) * (1 - t^2); the true delta is k * u
             torch.add(minus_targets[i], t4, alpha=a, out=e)
             torch.addcmul(one, t4, t4, value=-1.0, out=s4)
             torch.mul(e, s4, out=u4)
             torch.mv(w4.t(), u4, out=v3)
-            w4.addr_(u4, t3, alpha=up4 * a)
-            b4.add_(u4, alpha=up4)
             torch.addcmul(one, t3, t3, value=-1.0, out=s3)
             torch.mul(v3, s3, out=u3)
             torch.mv(w3.t(), u3, out=v2)
-            w3.addr_(u3, t2flat, alpha=up3 * a)
-            b3.add_(u3, alpha=up3)
             torch.addcmul(one, t2, t2, value=-1.0, out=s2)
             torch.mul(v2.view_as(s2), s2, out=u2)
             torch.mm(w2.t(), u2, out=d_cols2)
             v1.zero_()
             v1.index_add_(0, index2, d_cols2.view(-1))  # the overlap-add: back through the windows
-            w2.addmm_(u2, cols2.t(), alpha=up2 * a)
-            w2.mul_(mask2)
-            b2.add_(u2, alpha=up2)
             torch.addcmul(one, t1, t1, value=-1.0, out=s1)
             torch.mul(v1_units, s1, out=u1)
-            w1.addmm_(u1, c1.t(), alpha=up1)
-            b1.add_(u1, alpha=up1)
+            # each gradient is k * u times the layer's input (1.7159 t above H1, the pixels at H1)
+            if self.sdlm:
+                torch.outer(u4, t3, out=g4).mul_(k4 * a)
+                torch.mul(u4, k4, out=gb4)
+                torch.outer(u3, t2flat, out=g3).mul_(k3 * a)
+                torch.mul(u3, k3, out=gb3)
+                torch.mm(u2, cols2.t(), out=g2).mul_(k2 * a)
+                torch.mul(u2, k2, out=gb2)
+                torch.mm(u1, c1.t(), out=g1).mul_(k1)
+                torch.mul(u1, k1, out=gb1)
+                torch._foreach_addcmul_(params, grads, steps, value=-1.0)
+            else:  # plain SGD: each update fused into the product that forms its gradient
+                w4.addr_(u4, t3, alpha=-lr * k4 * a)
+                b4.add_(u4, alpha=-lr * k4)
+                w3.addr_(u3, t2flat, alpha=-lr * k3 * a)
+                b3.add_(u3, alpha=-lr * k3)
+                w2.addmm_(u2, cols2.t(), alpha=-lr * k2 * a)
+                b2.add_(u2, alpha=-lr * k2)
+                w1.addmm_(u1, c1.t(), alpha=-lr * k1)
+                b1.add_(u1, alpha=-lr * k1)
+            w2.mul_(mask2)
         keep = self.mask2.bool()
         w2_param.copy_(torch.where(keep, w2, w2_param))
         return errors.square().mean(1), t4s.mul_(a)

@@ -10,7 +10,7 @@ loss, an optimizer, evaluation sets".  Two ways to update:
   patterns.  Per-pattern updates make the loop's per-step overhead the bottleneck, so the
   inner loop takes gradients with ``torch.autograd.grad`` and applies them with one fused
   ``foreach`` update (SGD without momentum, or SDLM's per-weight steps).  For the faithful
-  recipes (the zip-code network with plain SGD, the TDNN with momentum),
+  recipes (the zip-code network with plain SGD or SDLM, the TDNN with momentum),
   ``online_step="written_out"`` replaces that loop by the forward, backward and update
   unrolled on preallocated buffers (``online_zipcode.py``, ``online_tdnn.py``);
   ``"autograd"`` keeps the generic loop, which every other configuration uses.
