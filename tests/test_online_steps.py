@@ -13,7 +13,7 @@ from convrepro.models.lecun1989 import ZipCodeNet
 from convrepro.models.waibel1989 import TimeDelayNet
 from convrepro.training.losses import ClassificationLoss
 from convrepro.training.online_tdnn import TimeDelayOnlineStep, tdnn_refusal
-from convrepro.training.online_zipcode import ZipCodeOnlineStep, fast_path_refusal
+from convrepro.training.online_zipcode import ZipCodeOnlineStep, zipcode_refusal
 from convrepro.training.sdlm import SDLM, gauss_newton_diagonal
 from convrepro.training.task import ClassifierTask
 
@@ -77,7 +77,7 @@ def test_written_out_sdlm_step_gives_the_generic_sdlm_weights_in_float64():
         h = gauss_newton_diagonal(model, x[:500], loss.output_curvature)
         opt.set_curvature({p: v / 500 for p, v in h.items()})
         optimizers.append(opt)
-    assert fast_path_refusal(ours, loss, optimizers[0], 1) is None
+    assert zipcode_refusal(ours, loss, optimizers[0], 1) is None
     step = ZipCodeOnlineStep(ours, optimizers[0])
     losses = torch.cat([step.run(x[s : s + 128], loss.prepare(y[s : s + 128], x))[0] for s in range(500, 700, 128)])
     params, targets, expected = list(reference.parameters()), loss.prepare(y, x), []
@@ -104,8 +104,8 @@ def test_every_other_configuration_keeps_the_generic_path(change, reason):
     loss = ClassificationLoss(change.get("loss", "mse"))
     opt = (torch.optim.Adam(model.parameters()) if change.get("adam") else
            torch.optim.SGD(model.parameters(), lr=0.03, momentum=change.get("momentum", 0.0)))
-    assert fast_path_refusal(model, loss, opt, change.get("k", 1)) == reason
-    assert fast_path_refusal(ZipCodeNet(), ClassificationLoss(), torch.optim.SGD(ZipCodeNet().parameters(), lr=0.1),
+    assert zipcode_refusal(model, loss, opt, change.get("k", 1)) == reason
+    assert zipcode_refusal(ZipCodeNet(), ClassificationLoss(), torch.optim.SGD(ZipCodeNet().parameters(), lr=0.1),
                              1) is None
 
 
@@ -207,4 +207,4 @@ def test_tdnn_configurations_the_written_out_step_does_not_cover(change, reason)
     model = TimeDelayNet(**change.get("model", {}))
     opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9, nesterov=change.get("nesterov", False))
     assert tdnn_refusal(model, ClassificationLoss(**TDNN_LOSS), opt, change.get("k", 1)) == reason
-    assert fast_path_refusal(model, ClassificationLoss(**TDNN_LOSS), opt, 1) == "not the zip-code network"
+    assert zipcode_refusal(model, ClassificationLoss(**TDNN_LOSS), opt, 1) == "not the zip-code network"

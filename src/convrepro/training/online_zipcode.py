@@ -20,7 +20,7 @@ nothing left to decide per pattern:
 
 The result is the generic path's arithmetic in another order (equal to float64 rounding:
 ``tests/test_online_steps.py``).  Used for the faithful recipe's plain SGD and for SDLM; every
-other configuration keeps the generic path (``fast_path_refusal`` says why).
+other configuration keeps the generic path (``zipcode_refusal`` says why).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .sdlm import SDLM
 SCALE, SLOPE = 1.7159, 2.0 / 3.0  # ScaledTanh: SCALE * tanh(SLOPE * x)
 
 
-def fast_path_refusal(model, loss, optimizer, patterns_per_update) -> str | None:
+def zipcode_refusal(model, loss, optimizer, patterns_per_update) -> str | None:
     """Why the written-out step does not apply (None: it does)."""
     if not isinstance(model, ZipCodeNet):
         return "not the zip-code network"

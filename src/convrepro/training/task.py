@@ -32,7 +32,7 @@ from convrepro.threads import one_thread
 
 from .losses import ClassificationLoss
 from .online_tdnn import TimeDelayOnlineStep, tdnn_refusal
-from .online_zipcode import ZipCodeOnlineStep, fast_path_refusal
+from .online_zipcode import ZipCodeOnlineStep, zipcode_refusal
 from .sdlm import SDLM, gauss_newton_diagonal
 
 
@@ -205,7 +205,7 @@ class ClassifierTask(pl.LightningModule):
             inner = getattr(opt, "optimizer", opt)
             self._written_out = False
             if self.online_step == "written_out" and not torch.is_autocast_enabled(x.device.type):
-                for step, refusal in ((ZipCodeOnlineStep, fast_path_refusal), (TimeDelayOnlineStep, tdnn_refusal)):
+                for step, refusal in ((ZipCodeOnlineStep, zipcode_refusal), (TimeDelayOnlineStep, tdnn_refusal)):
                     if refusal(self.model, self.loss, inner, self.patterns_per_update) is None:
                         self._written_out = step(self.model, inner)
         return self._written_out or None
