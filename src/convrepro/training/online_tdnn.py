@@ -18,6 +18,7 @@ import torch
 
 from convrepro.models.waibel1989 import TimeDelayNet
 from convrepro.nn import TemporalIntegration
+from convrepro.nn.functional._conv_small import map_major_index
 
 
 def tdnn_refusal(model, loss, optimizer, patterns_per_update) -> str | None:
@@ -47,16 +48,6 @@ def tdnn_refusal(model, loss, optimizer, patterns_per_update) -> str | None:
     return None
 
 
-def time_index(channels: int, frames: int, delays: int) -> torch.Tensor:
-    """(channels * delays, steps) positions in a flat (channels, frames) input; row (c, a)
-    lines up with ``weight.view(D, -1)`` (delay a meets frame t + delays-1-a: a convolution)."""
-    steps = frames - delays + 1
-    c = torch.arange(channels).view(-1, 1, 1)
-    a = torch.arange(delays).view(1, -1, 1)
-    t = torch.arange(steps).view(1, 1, -1)
-    return (c * frames + t + delays - 1 - a).reshape(channels * delays, steps)
-
-
 class TimeDelayOnlineStep:
     """Trains a :class:`TimeDelayNet` in place, one token at a time (SGD with momentum, MSE)."""
 
@@ -68,8 +59,9 @@ class TimeDelayOnlineStep:
         self.units2, _, delays2 = w2.shape
         self.steps1, self.steps2 = model.steps
         frames = self.steps1 + delays1 - 1
-        self.index1 = time_index(coefficients, frames, delays1)                # (48, 13)
-        self.index2 = time_index(self.units1, self.steps1, delays2).flatten()  # (40 * 9,)
+        # the layers' own windows (a time-delay layer is a convolution on a height-one image)
+        self.index1 = map_major_index(coefficients, 1, frames, 1, delays1)                # (48, 13)
+        self.index2 = map_major_index(self.units1, 1, self.steps1, 1, delays2).flatten()  # (40 * 9,)
         empty = lambda *shape: torch.empty(*shape, dtype=dtype)  # noqa: E731
         self.z1, self.h1, self.s1, self.u1 = (empty(self.units1, self.steps1) for _ in range(4))
         self.cols2, self.d_cols2 = empty(self.units1 * delays2, self.steps2), empty(self.units1 * delays2, self.steps2)

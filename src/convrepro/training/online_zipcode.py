@@ -29,6 +29,7 @@ import torch
 
 from convrepro.models.activations import ScaledTanh
 from convrepro.models.lecun1989 import ZipCodeNet
+from convrepro.nn.functional._conv_small import map_major_index
 
 from .sdlm import SDLM
 
@@ -49,8 +50,8 @@ def zipcode_refusal(model, loss, optimizer, patterns_per_update) -> str | None:
     if not isinstance(model.dropout, torch.nn.Identity) or model.h1.decimate or model.h2.decimate:
         return "dropout or decimation layers"
     for layer in (model.h1.conv, model.h2.conv):
-        if (tuple(layer.kernel_size), layer.stride, layer.padding, layer.pad_value) not in (((5, 5), 2, 2, -1.0),
-                                                                                            ((5, 5), (2, 2), (2, 2), -1.0)):
+        if tuple(layer.kernel_size) != (5, 5) or layer.stride not in (2, (2, 2)) \
+                or layer.padding not in (2, (2, 2)) or layer.pad_value != -1:
             return "not the paper's 5x5 kernels at stride 2 in a frame of -1"
     if type(optimizer) not in (torch.optim.SGD, SDLM) or len(optimizer.param_groups) != 1:
         return "not plain SGD or SDLM"
@@ -60,23 +61,6 @@ def zipcode_refusal(model, loss, optimizer, patterns_per_update) -> str | None:
     if any(p.device.type != "cpu" for p in model.parameters()):
         return "not on a CPU"
     return None
-
-
-def gather_index(channels: int, size: int, kernel: int, stride: int, pad: int) -> torch.Tensor:
-    """(channels * kernel * kernel, out * out) positions in a flat (channels, size, size) input,
-    followed by one slot holding the frame's value: row (c, a, b) lines up with
-    ``weight.view(D, -1)``, so ``weight.view(D, -1) @ columns`` is the convolution (kernel
-    index a meets input row stride*i + kernel-1-a - pad)."""
-    out = (size + 2 * pad - kernel) // stride + 1
-    c = torch.arange(channels).view(-1, 1, 1, 1, 1)
-    a = torch.arange(kernel).view(1, -1, 1, 1, 1)
-    b = torch.arange(kernel).view(1, 1, -1, 1, 1)
-    i = torch.arange(out).view(1, 1, 1, -1, 1)
-    j = torch.arange(out).view(1, 1, 1, 1, -1)
-    row, col = stride * i + kernel - 1 - a - pad, stride * j + kernel - 1 - b - pad
-    inside = (row >= 0) & (row < size) & (col >= 0) & (col < size)
-    flat = c * size * size + row.clamp(0, size - 1) * size + col.clamp(0, size - 1)
-    return torch.where(inside, flat, channels * size * size).reshape(channels * kernel * kernel, out * out)
 
 
 class ZipCodeOnlineStep:
@@ -90,8 +74,9 @@ class ZipCodeOnlineStep:
         w1, w2 = model.h1.conv.weight, model.h2.conv.weight
         dtype = w1.dtype
         self.maps1, self.maps2 = w1.shape[0], w2.shape[0]
-        self.index1 = gather_index(w1.shape[1], 16, 5, 2, 2)                # (25, 64)
-        self.index2 = gather_index(w2.shape[1], 8, 5, 2, 2).flatten()       # (300 * 16,)
+        # the layers' own receptive fields (kernel flip, frame of -1): H1 on 16x16, H2 on 8x8
+        self.index1 = map_major_index(w1.shape[1], 16, 16, 5, 5, 2, 2)                # (25, 64)
+        self.index2 = map_major_index(w2.shape[1], 8, 8, 5, 5, 2, 2).flatten()       # (300 * 16,)
         frame = -1.0  # the background every H1 and H2 map is framed with
         empty = lambda *shape: torch.empty(*shape, dtype=dtype)  # noqa: E731
         # H1's tanh values and, last, the frame in the same units (the 1.7159 rides on H2's product)

@@ -50,6 +50,16 @@ def gather_index(shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw
     return index.reshape(groups, n * ho * wo, cg * kh * kw).contiguous()
 
 
+def map_major_index(channels: int, height: int, width: int, kh: int, kw: int, stride: int = 1,
+                    pad: int = 0) -> torch.Tensor:
+    """The same receptive fields for one pattern stored map after map (flat (C, H, W)), as
+    (C*kh*kw, Ho*Wo) columns lined up with ``weight.view(D, -1)``; slot C*H*W is the frame.
+    For the written-out on-line steps of the 1989 networks (``convrepro.training``)."""
+    index = gather_index((1, channels, height, width), kh, kw, stride, stride, pad, pad, 1, torch.device("cpu"))[0]
+    frame = channels * height * width  # channels-last (row * W + col) * C + c -> c * H * W + row * W + col
+    return torch.where(index == frame, frame, index % channels * (height * width) + index // channels).T.contiguous()
+
+
 class SmallConvolution2d(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, pad_value, groups):
