@@ -60,6 +60,32 @@ def test_pool1d_matches_pytorch(k, s, t, dtype):
                                    torch.autograd.grad(ref, x, grad)[0], **TOL[dtype])
 
 
+@settings(max_examples=80, deadline=None)
+@given(pool_cases())
+def test_max_pool_with_many_ties_routes_like_pytorch(case):
+    """Values drawn from {0, 1, 2}: most windows hold several maxima, and each gradient must
+    still reach PyTorch's winner (the first maximum in row-major order), overlaps summed."""
+    g = torch.Generator().manual_seed(case["seed"])
+    x = torch.randint(0, 3, (case["batch"], case["channels"], *case["size"]), generator=g)
+    x = x.to(case["dtype"]).requires_grad_(True)
+    if case["channels_last"]:
+        x = x.to(memory_format=torch.channels_last)
+    ours, ref = cf.max_pool2d(x, case["kernel"], case["stride"]), F.max_pool2d(x, case["kernel"], case["stride"])
+    assert torch.equal(ours, ref)
+    grad = torch.randn(ref.shape, generator=g, dtype=case["dtype"])
+    assert torch.equal(torch.autograd.grad(ours, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+    with torch.no_grad():  # without a gradient to route, no winner is tracked: same values
+        assert torch.equal(cf.max_pool2d(x, case["kernel"], case["stride"]), ref)
+
+
+def test_max_pool_window_with_nan_outputs_nan_like_pytorch():
+    x = torch.tensor([[[[1.0, float("nan"), 2.0, 0.0]]]], requires_grad=True)
+    out = cf.max_pool2d(x, (1, 2))
+    assert out.isnan().tolist() == F.max_pool2d(x, (1, 2)).isnan().tolist() == [[[[True, False]]]]
+    out.backward(torch.tensor([[[[1.0, 1.0]]]]))
+    assert x.grad.sum() == 2.0  # each window's gradient still goes to exactly one position
+
+
 def test_max_pool_routes_gradient_only_to_winners():
     x = torch.tensor([[[[1.0, 5.0, 2.0, 0.0],
                         [3.0, 4.0, 9.0, 1.0],

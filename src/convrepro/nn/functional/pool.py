@@ -4,7 +4,8 @@
   each output gradient to that position only.  **Ties** go to the first maximum in
   row-major order inside the window (the top-left-most one), as PyTorch's own kernel does;
   where windows overlap (AlexNet: 3 wide, stride 2) a position that wins several windows
-  receives the sum of their gradients.
+  receives the sum of their gradients.  A window holding a NaN outputs NaN (as PyTorch);
+  its gradient goes to the window's first position.
 * average pooling: backward spreads each gradient evenly over its window.
 * decimation pooling: keep every factor-th sample (a[m] = z[mM]); backward scatters the
   gradient into zeros.
@@ -30,23 +31,54 @@ def _windows(x: torch.Tensor, kh: int, kw: int, sh: int, sw: int) -> torch.Tenso
     return x.as_strided((n, c, ho, wo, kh, kw), (s_n, s_c, sh * s_h, sw * s_w, s_h, s_w))
 
 
+def _taps(t: torch.Tensor, dim: int, k: int, s: int, n_out: int) -> list[torch.Tensor]:
+    """The k strided views of ``t`` along ``dim``: view j holds tap j of every window."""
+    span = s * (n_out - 1) + 1
+    step = (slice(None),) * dim + (slice(None, None, s),)
+    return [t.narrow(dim, j, span)[step] for j in range(k)]
+
+
+def _running_max(t: torch.Tensor, dim: int, k: int, s: int, n_out: int, need_winner: bool):
+    """Maximum of every k-wide window along ``dim`` (stride s), and which tap won it.
+
+    The maximum is a chain of elementwise ``maximum``s over the shifted views (vectorised,
+    no window is ever materialised).  The winner is the first maximum: the number of
+    running maxima before the last that are still below it (uint8, taps < 256).
+    """
+    taps = _taps(t, dim, k, s, n_out)
+    running = [taps[0]]
+    for tap in taps[1:]:
+        running.append(torch.maximum(running[-1], tap))
+    best = running[-1]
+    if not need_winner:
+        return best, None
+    winner = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
+    for r in running[:-1]:
+        winner += r < best
+    return best, winner
+
+
 class MaxPooling2d(Function):
     @staticmethod
     def forward(ctx, x, kernel, stride):
         (kh, kw), (sh, sw) = kernel, stride
         n, c, h, w = x.shape
-        win = _windows(x, kh, kw, sh, sw)
-        # Two reductions (along the row, then across rows); each keeps the first maximum,
-        # so together they pick the first maximum in row-major window order.
-        row_max, col = win.max(dim=-1)
-        out, row = row_max.max(dim=-1)
-        col = col.gather(-1, row.unsqueeze(-1)).squeeze(-1)
-        ho, wo = out.shape[-2:]
-        # Flat index of each winner in its (H * W) input plane.
-        top = torch.arange(ho, device=x.device).view(ho, 1) * sh
-        left = torch.arange(wo, device=x.device).view(1, wo) * sw
-        winner = (top + row) * w + (left + col)
-        ctx.save_for_backward(winner)
+        ho, wo = output_size(h, kh, sh), output_size(w, kw, sw)
+        # Separable: the maximum over a kh x kw window is the maximum over kh rows of the
+        # maxima along each row.  First maxima compose: the winning row's own first maximum
+        # is the window's first maximum in row-major order (PyTorch's tie rule).
+        need = ctx.needs_input_grad[0]
+        row_max, col = _running_max(x, 3, kw, sw, wo, need)
+        out, row = _running_max(row_max, 2, kh, sh, ho, need)
+        if need:
+            # Flat index of each winner in its (H * W) input plane, for the backward's routing.
+            top = row.to(torch.int64)
+            top += torch.arange(0, ho * sh, sh, device=x.device).view(ho, 1)
+            left = col.gather(2, top)
+            winner = top.mul_(w)
+            winner += torch.arange(0, wo * sw, sw, device=x.device)
+            winner += left
+            ctx.save_for_backward(winner)
         ctx.in_shape = x.shape
         return out
 
