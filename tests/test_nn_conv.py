@@ -92,22 +92,34 @@ def test_conv2d_matches_flipped_pytorch_forward_and_backward(case):
         torch.testing.assert_close(a, b, **TOL[dt])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     c=st.integers(1, 4), d=st.integers(1, 4), k=st.integers(1, 5), s=st.integers(1, 4),
     p=st.integers(0, 3), t=st.integers(5, 20), batch=st.sampled_from([1, 3]),
     pad_value=st.sampled_from([0.0, -1.0]), dtype=st.sampled_from([torch.float32, torch.float64]),
+    bias=st.sampled_from(["map", "unit", None]), groups=st.sampled_from([1, 2]),
+    time_major=st.booleans(), input_grad=st.booleans(),
 )
-def test_conv1d_matches_flipped_pytorch(c, d, k, s, p, t, batch, pad_value, dtype):
-    x = torch.randn(batch, c, t, dtype=dtype, requires_grad=True)
-    w = torch.randn(d, c, k, dtype=dtype, requires_grad=True)
-    b = torch.randn(d, dtype=dtype, requires_grad=True)
-    ours = cf.conv1d(x, w, b, stride=s, padding=p, pad_value=pad_value)
-    ref = F.conv1d(F.pad(x, (p, p), value=pad_value), w.flip(-1), b, stride=s)
+def test_conv1d_matches_flipped_pytorch(c, d, k, s, p, t, batch, pad_value, dtype, bias, groups,
+                                        time_major, input_grad):
+    """Every 1-D path (the time-delay one, and the 2-D one grouped convolutions take), any
+    input layout (a (N, T, C) tensor transposed, as a recurrent or frame-major source gives)."""
+    c, d = c * groups, d * groups
+    x = torch.randn(batch, t, c, dtype=dtype).transpose(1, 2) if time_major else torch.randn(batch, c, t, dtype=dtype)
+    x.requires_grad_(input_grad)
+    w = torch.randn(d, c // groups, k, dtype=dtype, requires_grad=True)
+    t_out = (t + 2 * p - k) // s + 1
+    b = None if bias is None else torch.randn((d,) if bias == "map" else (d, t_out), dtype=dtype, requires_grad=True)
+    ours = cf.conv1d(x, w, b, stride=s, padding=p, pad_value=pad_value, groups=groups)
+    ref = F.conv1d(F.pad(x, (p, p), value=pad_value), w.flip(-1), b if bias == "map" else None,
+                   stride=s, groups=groups)
+    if bias == "unit":
+        ref = ref + b
     torch.testing.assert_close(ours, ref, **TOL[dtype])
     grad = torch.randn_like(ref)
-    for a, r in zip(torch.autograd.grad(ours, (x, w, b), grad),
-                    torch.autograd.grad(ref, (x, w, b), grad), strict=True):
+    leaves = [v for v in (x, w, b) if v is not None and v.requires_grad]
+    for a, r in zip(torch.autograd.grad(ours, leaves, grad),
+                    torch.autograd.grad(ref, leaves, grad), strict=True):
         torch.testing.assert_close(a, r, **TOL[dtype])
 
 
@@ -118,6 +130,9 @@ def test_conv1d_bias_per_unit():
     out = cf.conv1d(x, w, b)
     torch.testing.assert_close(out, F.conv1d(x, w.flip(-1)) + b)
     assert torch.autograd.gradcheck(lambda x, w, b: cf.conv1d(x, w, b), (x, w, b))
+    one = x[:1].detach().requires_grad_()  # one token: the on-line path's own branch
+    assert torch.autograd.gradcheck(lambda x, w, b: cf.conv1d(x, w, b, padding=1, pad_value=-1.0),
+                                    (one, w, torch.randn(8, 15, dtype=torch.float64, requires_grad=True)))
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -28,6 +28,7 @@ import torch
 from . import _amp, _checks
 from ._conv_large import LargeConvolution2d
 from ._conv_small import SMALL_COLUMNS, SmallConvolution2d
+from ._conv_time import TimeDelayConvolution
 from .sizes import output_size
 
 
@@ -59,14 +60,18 @@ def conv2d(
     _check_bias(bias, weight.shape[0], out_size)
     n_cols = x.shape[0] * out_size[0] * out_size[1] * weight.shape[1] * groups * weight.shape[2] * weight.shape[3]
     impl = SmallConvolution2d if n_cols < SMALL_COLUMNS else LargeConvolution2d
+    return _apply(impl, x, weight, bias, stride, padding, float(pad_value), groups)
+
+
+def _apply(impl, x, weight, bias, *geometry):
     low = _amp.autocast_dtype(x)
     if low is None:
-        return impl.apply(x, weight, bias, stride, padding, float(pad_value), groups)
+        return impl.apply(x, weight, bias, *geometry)
     # Under autocast: the whole convolution in the lower precision, as cuDNN's (see _amp).
     x, weight = x.to(low), weight.to(low)
     bias = None if bias is None else bias.to(low)
     with _amp.no_autocast(x):
-        return impl.apply(x, weight, bias, stride, padding, float(pad_value), groups)
+        return impl.apply(x, weight, bias, *geometry)
 
 
 def conv1d(
@@ -81,18 +86,27 @@ def conv1d(
 ) -> torch.Tensor:
     """1-D convolution over time of ``x`` (N, C, T): the TDNN's time-delay layer.
 
-    The same Function as :func:`conv2d` on a height-one image; ``bias`` is (D,) or, one
-    per output unit, (D, T_out).
+    ``bias`` is (D,) or, one per output unit, (D, T_out).  One group runs the time-delay
+    path (``_conv_time``, made for on-line learning); grouped or very large ones run the
+    2-D Function on a height-one image.
     """
     _checks.rank(x, 3, "input", "N, C, T")
     _checks.rank(weight, 3, "weight", "D, C/groups, K")
-    if bias is not None and bias.dim() == 2:
-        bias = bias.unsqueeze(1)
-    out = conv2d(
-        x.unsqueeze(2), weight.unsqueeze(2), bias,
-        stride=(1, int(stride)), padding=(0, int(padding)), pad_value=pad_value, groups=groups,
-    )
-    return out.squeeze(2)
+    stride, padding = int(stride), int(padding)
+    if groups != 1 or x.shape[0] * x.shape[2] * weight.shape[1] * weight.shape[2] >= SMALL_COLUMNS:
+        if bias is not None and bias.dim() == 2:
+            bias = bias.unsqueeze(1)
+        out = conv2d(
+            x.unsqueeze(2), weight.unsqueeze(2), bias,
+            stride=(1, stride), padding=(0, padding), pad_value=pad_value, groups=groups,
+        )
+        return out.squeeze(2)
+    _checks.positive((stride,), "stride")
+    _checks.non_negative((padding,), "padding")
+    _check_groups(x.shape[1], weight, groups)
+    _checks.window_fits((x.shape[2] + 2 * padding,), tuple(weight.shape[2:]), "padded input", "kernel")
+    _check_bias(bias, weight.shape[0], (output_size(x.shape[2] + 2 * padding, weight.shape[2], stride),))
+    return _apply(TimeDelayConvolution, x, weight, bias, stride, padding, float(pad_value))
 
 
 def _check_groups(channels: int, weight: torch.Tensor, groups: int) -> None:
