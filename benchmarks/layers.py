@@ -1,8 +1,10 @@
 """Forward + backward time of every hand-written layer against PyTorch's own, on the papers' shapes.
 
 Run with ``make bench`` (or ``python benchmarks/layers.py``).  Prints a table of medians
-and the ratio hand-written / PyTorch and writes ``benchmarks/results/layers.json`` with
-the machine and library versions.  The PyTorch reference computes the same function: the
+and the ratio hand-written / PyTorch (with its range over rounds) and writes
+``benchmarks/results/layers.json`` with the machine and library versions;
+``--competing 1`` measures the same beside one busy single-threaded process
+(``layers_competing.json``).  The PyTorch reference computes the same function: the
 convolution as ``F.conv2d`` with the flipped kernel (and masked kernel for a connection
 table), LRN with PyTorch's alpha * size convention.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import platform
 import statistics
 import time
@@ -99,58 +103,104 @@ def cases() -> list[Case]:
     return out
 
 
-def _time(fn: Callable, inputs: list[torch.Tensor], repeats: int, min_seconds: float) -> float:
-    def once():
-        y = fn(*inputs)
-        y.backward(torch.ones_like(y))
-        for t in inputs:
-            t.grad = None
-
-    once()  # warm-up: allocator, thread pool, lazy initialisation
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < 1000):
+def _calls(fn: Callable, inputs: list[torch.Tensor]) -> Callable[[int], float]:
+    """A timer of ``n`` forward + backward calls, seconds per call."""
+    def run(n: int) -> float:
         t0 = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for _ in range(n):
+            y = fn(*inputs)
+            y.backward(torch.ones_like(y))
+            for t in inputs:
+                t.grad = None
+        return (time.perf_counter() - t0) / n
+    return run
+
+
+def _paired(ours: Callable, reference: Callable, inputs: list[torch.Tensor], rounds: int,
+            block_seconds: float) -> tuple[list[float], list[float]]:
+    """Per round, a block of hand-written calls then as many of PyTorch's.
+
+    The two sides alternate, so a slow spell of a shared machine lands on both sides of
+    most rounds' ratio instead of on one side of the comparison.
+    """
+    a, b = _calls(ours, inputs), _calls(reference, inputs)
+    a(2), b(2)  # warm-up: allocator, thread pool, lazy initialisation, index caches
+    n = max(1, int(block_seconds / max(a(3), b(3))))
+    times_a, times_b = [], []
+    for _ in range(rounds):
+        times_a.append(a(n))
+        times_b.append(b(n))
+    return times_a, times_b
+
+
+def _competitor(stop) -> None:
+    torch.set_num_threads(1)
+    m = torch.randn(512, 512)
+    while not stop.is_set():
+        m = (m @ m).clamp_(-1, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--min-seconds", type=float, default=0.5)
+    parser.add_argument("--rounds", type=int, default=11, help="alternating blocks per layer")
+    parser.add_argument("--block-seconds", type=float, default=0.2,
+                        help="length of each block of calls (at least one call)")
+    parser.add_argument("--competing", type=int, default=0, metavar="N",
+                        help="run N single-threaded matrix-multiply processes meanwhile")
     parser.add_argument("--filter", default="", help="only cases whose name contains this")
-    parser.add_argument("--output", type=Path, default=RESULTS / "layers.json")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="default: results/layers.json (layers_competing.json with --competing)")
     args = parser.parse_args(argv)
+    output = args.output or RESULTS / ("layers_competing.json" if args.competing else "layers.json")
 
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    competitors = [ctx.Process(target=_competitor, args=(stop,), daemon=True) for _ in range(args.competing)]
+    for p in competitors:
+        p.start()
+    try:
+        rows = _measure(args)
+    finally:
+        stop.set()
+        for p in competitors:
+            p.join(timeout=10)
+    report = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version(), "threads": torch.get_num_threads(),
+                    "cores": os.cpu_count(), "load_before": os.getloadavg()[0]},
+        "libraries": {"torch": torch.__version__},
+        "competing_processes": args.competing,
+        "statistic": (f"{args.rounds} rounds of alternating blocks (>= {args.block_seconds} s, same number "
+                      "of calls each side); times are medians over rounds, ratio the median of the "
+                      "per-round ratios with its range"),
+        "results": rows,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {output}")
+    return 0
+
+
+def _measure(args) -> list[dict]:
     torch.manual_seed(0)
     rows = []
-    header = f"{'layer (forward + backward)':44s} {'hand-written':>13s} {'PyTorch':>10s} {'ratio':>6s}"
+    header = (f"{'layer (forward + backward)':36s} {'hand-written':>13s} {'PyTorch':>11s} "
+              f"{'ratio':>6s} {'range over rounds':>18s}")
     print(header)
     print("-" * len(header))
     for case in cases():
         if args.filter not in case.name:
             continue
-        inputs = case.inputs()
-        ours = _time(case.ours, inputs, args.repeats, args.min_seconds)
-        ref = _time(case.reference, inputs, args.repeats, args.min_seconds)
-        ratio = ours / ref
-        rows.append({"layer": case.name, "ours_ms": ours * 1e3, "torch_ms": ref * 1e3,
-                     "ratio": ratio})
+        ours, ref = _paired(case.ours, case.reference, case.inputs(), args.rounds, args.block_seconds)
+        ratios = sorted(a / b for a, b in zip(ours, ref, strict=True))
+        ratio = statistics.median(ratios)
+        rows.append({"layer": case.name, "ours_ms": statistics.median(ours) * 1e3,
+                     "torch_ms": statistics.median(ref) * 1e3, "ratio": ratio,
+                     "ratio_min": ratios[0], "ratio_max": ratios[-1]})
         flag = "" if ratio <= 1.5 else "  > 1.5"
-        print(f"{case.name:44s} {ours * 1e3:10.3f} ms {ref * 1e3:7.3f} ms {ratio:6.2f}{flag}")
-    report = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "python": platform.python_version(), "threads": torch.get_num_threads()},
-        "libraries": {"torch": torch.__version__},
-        "statistic": f"median of >= {args.repeats} runs (and >= {args.min_seconds} s) per layer",
-        "results": rows,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
-    print(f"\nwritten to {args.output}")
-    return 0
+        print(f"{case.name:36s} {rows[-1]['ours_ms']:10.3f} ms {rows[-1]['torch_ms']:8.3f} ms "
+              f"{ratio:6.2f} {ratios[0]:8.2f} - {ratios[-1]:.2f}{flag}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ Each is timed over 2048 patterns (the first USPS training digits; random 16 x 15
 the TDNN, whose arithmetic does not depend on the values), single-threaded as the task runs
 its on-line loop, median of 3 after a warm-up.  ``--full-run`` also times the whole faithful
 runs (``convrepro.train experiment=lecun1989`` and ``experiment=waibel1989``, every pass with
-its evaluation, start-up and recording, into a temporary store made beforehand) and gives each one's ratio to the same number of
-native steps (passes x training patterns).  Writes ``benchmarks/results/online.json``.
+its evaluation, start-up and recording, into a temporary store made beforehand) and gives
+each one's ratio to the same number of native steps (passes x training patterns).
+Writes ``benchmarks/results/online.json``.
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from mlflow.tracking import MlflowClient
+from torch import nn
 
 from convrepro.data.usps import USPS
 from convrepro.models.lecun1989 import ZipCodeNet

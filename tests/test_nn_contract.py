@@ -51,6 +51,11 @@ def test_forbidden_pattern_catches_the_references():
     (lambda: cf.conv2d(torch.randn(1, 8, 8), torch.randn(2, 1, 3, 3)), r"input must have rank 4 \(N, C, H, W\), got shape \(1, 8, 8\)"),
     (lambda: cf.conv2d(torch.randn(1, 1, 8, 8), torch.randn(2, 1, 3, 3), torch.randn(3)), r"bias must be one per output map \(2,\) or one per output unit \(2, 6, 6\), got \(3,\)"),
     (lambda: cf.conv1d(torch.randn(1, 2, 8, 8), torch.randn(2, 2, 3)), r"input must have rank 3"),
+    # the time-delay path's one-line test falls back to these, named in 1-D shapes
+    (lambda: cf.conv1d(torch.randn(1, 16, 15), torch.randn(8, 16, 3), torch.randn(8, 12)), r"one per output unit \(8, 13\), got \(8, 12\)"),
+    (lambda: cf.conv1d(torch.randn(1, 16, 15), torch.randn(8, 15, 3)), r"weight \(8, 15, 3\) expects 15 input channels"),
+    (lambda: cf.conv1d(torch.randn(1, 16, 2), torch.randn(8, 16, 3)), r"kernel \(3,\) is larger than the padded input \(2,\)"),
+    (lambda: cf.conv1d(torch.randn(1, 16, 9), torch.randn(8, 16, 3), stride=0), r"stride must be positive, got \(0,\)"),
     (lambda: cf.max_pool2d(torch.randn(1, 1, 2, 2), 3), r"max pooling window \(3, 3\) is larger than the input \(2, 2\)"),
     (lambda: cf.avg_pool2d(torch.randn(1, 1, 6, 6), 2, 0), r"stride must be positive"),
     (lambda: cf.decimation_pool2d(torch.randn(1, 1, 6, 6), 0), r"factor must be positive"),

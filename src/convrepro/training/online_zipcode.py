@@ -116,7 +116,8 @@ class ZipCodeOnlineStep:
         params = [w1, b1, w2, b2, w3, b3, w4, b4]
         if self.sdlm:  # each weight's own step size (re-estimated by the task before each pass)
             originals = (m.h1.conv.weight, m.h1.bias, m.h2.conv.weight, m.h2.bias, w3, b3, w4, b4)
-            steps = [self.optimizer.state[p]["step_size"].reshape(q.shape) for p, q in zip(originals, params, strict=True)]
+            steps = [self.optimizer.state[p]["step_size"].reshape(q.shape)
+                     for p, q in zip(originals, params, strict=True)]
             grads = [torch.empty_like(p) for p in params]
             g1, gb1, g2, gb2, g3, gb3, g4, gb4 = grads
         t4s = torch.empty(n, w4.shape[0], dtype=x.dtype)

@@ -69,7 +69,7 @@ class SmallConvolution2d(Function):
         ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
         index = gather_index((n, c, h, w), kh, kw, sh, sw, ph, pw, groups, x.device)
         source = torch.cat([x.permute(0, 2, 3, 1).reshape(-1), x.new_full((1,), pad_value)])
-        cols = source[index]  # (G, M, Cg*kh*kw)
+        cols = source.index_select(0, index.view(-1)).view(index.shape)  # (G, M, Cg*kh*kw)
         kernel = weight.view(groups, d // groups, cg * kh * kw)
         out = output_from_columns(cols, kernel.transpose(1, 2), bias, n, ho, wo)
         ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None,
@@ -88,14 +88,14 @@ class SmallConvolution2d(Function):
         if ctx.needs_input_grad[0]:
             # Correlation with the kernel: send dL/dz back through each receptive field,
             # then sum what lands on each input position (the frame's share is dropped).
-            dcols = torch.bmm(g, kernel)
+            dcols = torch.mm(g[0], kernel[0]) if groups == 1 else torch.bmm(g, kernel)
             acc = accumulator(grad_out.dtype)
             flat = grad_out.new_zeros(n * h * w * c + 1, dtype=acc).index_add_(0, index.view(-1),
                                                                              dcols.reshape(-1).to(acc))
             grad_x = flat[:-1].view(n, h, w, c).permute(0, 3, 1, 2).to(grad_out.dtype)
         if ctx.needs_input_grad[1]:
             # Correlation of dL/dz with the input: already in the weight's own layout.
-            grad_w = torch.bmm(g.transpose(1, 2), cols).view(wshape)
+            grad_w = (torch.mm(g[0].t(), cols[0]) if groups == 1 else torch.bmm(g.transpose(1, 2), cols)).view(wshape)
         if ctx.needs_input_grad[2]:
             grad_b = bias_gradient(grad_out, bias_dim)
         return grad_x, grad_w, grad_b, None, None, None, None

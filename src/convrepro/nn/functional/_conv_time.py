@@ -78,7 +78,8 @@ class TimeDelayConvolution(Function):
             if acc != grad_out.dtype:
                 dcols = dcols.to(acc)
             if padding:
-                grad_x = grad_out.new_zeros(n * c * t + 1, dtype=acc).put_(index, dcols, accumulate=True)[:-1].view(shape)
+                flat = grad_out.new_zeros(n * c * t + 1, dtype=acc).put_(index, dcols, accumulate=True)
+                grad_x = flat[:-1].view(shape)
             else:
                 grad_x = grad_out.new_zeros(shape, dtype=acc).put_(index, dcols, accumulate=True)
             if acc != grad_out.dtype:

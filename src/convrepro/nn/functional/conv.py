@@ -90,23 +90,30 @@ def conv1d(
     path (``_conv_time``, made for on-line learning); grouped or very large ones run the
     2-D Function on a height-one image.
     """
+    stride, padding = int(stride), int(padding)
+    if groups == 1 and x.dim() == 3 and weight.dim() == 3:
+        # On-line learning calls this ~10^5 times: one test of the common case, and the
+        # checks that name what is wrong only when it fails.
+        n, c, t = x.shape
+        d, cw, k = weight.shape
+        t_out = (t + 2 * padding - k) // stride + 1 if stride > 0 else 0
+        if (cw == c and padding >= 0 and t_out > 0 and n * t * c * k < SMALL_COLUMNS
+                and (bias is None or bias.shape in ((d,), (d, t_out)))):
+            return _apply(TimeDelayConvolution, x, weight, bias, stride, padding, float(pad_value))
     _checks.rank(x, 3, "input", "N, C, T")
     _checks.rank(weight, 3, "weight", "D, C/groups, K")
-    stride, padding = int(stride), int(padding)
-    if groups != 1 or x.shape[0] * x.shape[2] * weight.shape[1] * weight.shape[2] >= SMALL_COLUMNS:
-        if bias is not None and bias.dim() == 2:
-            bias = bias.unsqueeze(1)
-        out = conv2d(
-            x.unsqueeze(2), weight.unsqueeze(2), bias,
-            stride=(1, stride), padding=(0, padding), pad_value=pad_value, groups=groups,
-        )
-        return out.squeeze(2)
     _checks.positive((stride,), "stride")
     _checks.non_negative((padding,), "padding")
     _check_groups(x.shape[1], weight, groups)
     _checks.window_fits((x.shape[2] + 2 * padding,), tuple(weight.shape[2:]), "padded input", "kernel")
-    _check_bias(bias, weight.shape[0], (output_size(x.shape[2] + 2 * padding, weight.shape[2], stride),))
-    return _apply(TimeDelayConvolution, x, weight, bias, stride, padding, float(pad_value))
+    _check_bias(bias, weight.shape[0], (output_size(x.shape[2], weight.shape[2], stride, padding),))
+    if bias is not None and bias.dim() == 2:
+        bias = bias.unsqueeze(1)
+    out = conv2d(  # grouped, very large, or wrong: the 2-D path and its checks
+        x.unsqueeze(2), weight.unsqueeze(2), bias,
+        stride=(1, stride), padding=(0, padding), pad_value=pad_value, groups=groups,
+    )
+    return out.squeeze(2)
 
 
 def _check_groups(channels: int, weight: torch.Tensor, groups: int) -> None:
