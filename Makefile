@@ -39,7 +39,8 @@ lint: install
 	$(PY) -m ruff check src tests benchmarks
 
 bench: install
-	$(PY) benchmarks/layers.py --repeats 11 --min-seconds 1
+	$(PY) benchmarks/layers.py
+	$(PY) benchmarks/layers.py --competing 1
 	$(PY) benchmarks/online.py --full-run
 	$(PY) benchmarks/alexnet.py --size 128 --batch 64
 	$(PY) benchmarks/alexnet.py --size 227 --batch 128 --repeats 3
