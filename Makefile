@@ -92,6 +92,7 @@ report: install
 
 # The MLflow dashboard on the project's embedded store (http://127.0.0.1:$(PORT)).
 mlflow-ui: install
+	@$(VENV)/bin/convrepro-runs links --uri $(MLFLOW_DB) --base http://127.0.0.1:$(PORT) || true
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_DB) --host 127.0.0.1 --port $(PORT)
 
 # A standalone tracking server for a team (SQLite backend, artifacts and users in $(SERVER_DIR));

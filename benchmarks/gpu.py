@@ -3,7 +3,9 @@ that the numbers the project has to trust can be re-measured on any lent GPU in 
 
 * whole AlexNet, hand-written against the identical torch.nn network: training and evaluation
   images/s at fp32 (strict), TF32, bf16 and fp16 autocast, each also with channels_last;
-* every AlexNet layer alone (forward + backward), hand-written / PyTorch's own, at TF32;
+* every AlexNet layer alone (forward + backward), hand-written / PyTorch's own, at TF32 --
+  with the Triton kernels (the default on CUDA) and on the tensor-op path (CONVREPRO_TRITON=0),
+  and the whole network at TF32 on the tensor-op path for comparison;
 * the input pipeline: the prepared store and the JPEG folder, augmentation on the GPU;
 * one end-to-end Imagenette epoch through ``convrepro-train`` with its final evaluation on the GPU.
 
@@ -145,6 +147,13 @@ def main() -> int:
     result["layers_tf32"] = {} if args.skip_model else layer_ratios(args.batch, args.repeats)
     print("per layer, hand-written / PyTorch (fwd+bwd, TF32): "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["layers_tf32"].items()))
+    if not args.skip_model:  # the same without the Triton kernels
+        os.environ["CONVREPRO_TRITON"] = "0"
+        result["layers_tf32_tensor_ops"] = layer_ratios(args.batch, args.repeats)
+        result["model"]["tf32_tensor_ops"] = model_throughput(227, args.batch, args.repeats, device, "tf32", False)
+        del os.environ["CONVREPRO_TRITON"]
+        print("per layer, tensor-op path (CONVREPRO_TRITON=0): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in result["layers_tf32_tensor_ops"].items()))
     ensure_store(256)
     from convrepro.data.images.store import ImageStore
 

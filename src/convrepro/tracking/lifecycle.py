@@ -97,11 +97,12 @@ def finished_sweep_job(cfg: DictConfig):
 
 @contextmanager
 def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
-                experiment_note: str | None = None) -> Iterator[TrackedRun]:
+                experiment_note: str | None = None, columns: list[str] | None = None) -> Iterator[TrackedRun]:
     uri = resolve_uri(cfg.logger.tracking_uri)
     check_writable(output_dir)
     name = run_name(cfg, hydra_cfg)
-    experiment_id = ensure_experiment(uri, cfg.logger.experiment_name, cfg.logger.artifact_root, experiment_note)
+    experiment_id = ensure_experiment(uri, cfg.logger.experiment_name, cfg.logger.artifact_root, experiment_note,
+                                      columns)
     resume_id, resume_ckpt = None, None
     if cfg.resume:
         try:

@@ -29,9 +29,28 @@ def check_writable(folder: Path) -> None:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def ensure_experiment(uri: str, name: str, artifact_root: str, note: str | None = None) -> str:
+# MLflow's runs table shows no metric columns until a user picks them, and keeps the choice in
+# the browser.  A view stored on the experiment (this tag prefix plus a key) is what its
+# "share view" writes; opening the runs page with ?viewStateShareKey=<key> applies it.
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+SHARED_VIEW_KEY = "convrepro"
+
+
+def shared_view(columns: list[str]) -> str:
+    """The runs table with the seed and the paper's measures as columns (MLflow's column keys)."""
+    return json.dumps({"selectedColumns": ["params.`seed`", *(f"metrics.`{key}`" for key in columns)]})
+
+
+def dashboard_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table in MLflow's UI at ``base``, with the paper's measures shown."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={SHARED_VIEW_KEY}"
+
+
+def ensure_experiment(uri: str, name: str, artifact_root: str, note: str | None = None,
+                      columns: list[str] | None = None) -> str:
     """The experiment's id, creating it with artifacts beside the embedded store if new; tagged
-    as model training, with ``note`` as its description."""
+    as model training, with ``note`` as its description and ``columns`` (metric keys) as the
+    runs table of its shared view (``dashboard_url``)."""
     client = MlflowClient(uri)
     existing = client.get_experiment_by_name(name)
     if existing is not None:
@@ -46,7 +65,8 @@ def ensure_experiment(uri: str, name: str, artifact_root: str, note: str | None 
             # Created by a parallel job between our lookup and our create.
             experiment_id = client.get_experiment_by_name(name).experiment_id
     tags = client.get_experiment(experiment_id).tags
-    wanted = {**EXPERIMENT_KIND, **({"mlflow.note.content": note} if note else {})}
+    wanted = {**EXPERIMENT_KIND, **({"mlflow.note.content": note} if note else {}),
+              **({SHARED_VIEW_TAG + SHARED_VIEW_KEY: shared_view(columns)} if columns else {})}
     for key, value in wanted.items():
         if tags.get(key) != value:
             client.set_experiment_tag(experiment_id, key, value)

@@ -1,4 +1,5 @@
-"""``convrepro-runs clean``: end the runs a ``kill -9`` (or a lost machine) left RUNNING.
+"""``convrepro-runs clean``: end the runs a ``kill -9`` (or a lost machine) left RUNNING;
+``convrepro-runs links``: each experiment's runs table in the dashboard, its measures shown.
 
 Every run records the host and process id that run it (tags ``process.host`` and
 ``process.pid``).  A RUNNING run whose process is gone from this host is marked KILLED;
@@ -6,6 +7,7 @@ a RUNNING run of another host is marked KILLED only when it started more than
 ``--older-than-hours`` ago.
 
     convrepro-runs clean [--experiment lecun1989] [--older-than-hours 24] [--dry-run]
+    convrepro-runs links [--base http://127.0.0.1:5000]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from mlflow.tracking import MlflowClient
 
 from convrepro.errors import TrackingError
+from convrepro.tracking.runs import SHARED_VIEW_KEY, SHARED_VIEW_TAG, dashboard_url
 from convrepro.tracking.store import add_uri_argument, check
 
 
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     clean.add_argument("--older-than-hours", type=float, default=24.0)
     clean.add_argument("--dry-run", action="store_true")
     add_uri_argument(clean)
+    links = sub.add_parser("links", help="print each experiment's dashboard link (runs table with its measures)")
+    links.add_argument("--base", default="http://127.0.0.1:5000", help="where the MLflow UI is served")
+    add_uri_argument(links)
     args = parser.parse_args(argv)
     try:
         check(args.uri, must_exist=True)
@@ -68,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     client = MlflowClient(args.uri)
+    if args.command == "links":
+        for experiment in sorted(client.search_experiments(), key=lambda e: e.name):
+            if SHARED_VIEW_TAG + SHARED_VIEW_KEY in experiment.tags:
+                print(f"{experiment.name:28s} {dashboard_url(args.base, experiment.experiment_id)}")
+        return 0
     stale = stale_runs(client, args.experiment, args.older_than_hours)
     for run, why in stale:
         print(f"{'would mark' if args.dry_run else 'marked'} {run.info.run_id} ({run.info.run_name}) KILLED: {why}")

@@ -103,36 +103,45 @@ class LargeConvolution2d(Function):
     @staticmethod
     def backward(ctx, grad_out):
         xp, kmat = ctx.saved_tensors
-        (n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), groups, bias_dim = ctx.geometry
-        ho, wo = grad_out.shape[-2:]
-        dg = d // groups
-        # (G, M, Dg): the output gradient, one row per output position.
-        g = grad_out.permute(0, 2, 3, 1).reshape(n * ho * wo, groups, dg).transpose(0, 1)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            # Correlation of the output gradient with the kernel: every output position sends
-            # dL/dz back through the kernel (one GEMM), then the kh*kw shifted copies are
-            # summed.  The column gradient is made transposed, (G, kh*kw*Cg, M), so that each
-            # shifted copy is a run of whole (Ho, Wo) planes: the adds stream through memory.
-            dcols = _workspace("column_gradient", (groups, kh * kw * cg, n * ho * wo), grad_out)
-            torch.bmm(kmat, g.transpose(1, 2), out=dcols)
-            dcols = dcols.view(groups, kh, kw, cg, n, ho, wo)
-            dxp = grad_out.new_zeros(groups, cg, n, h + 2 * ph, w + 2 * pw, dtype=accumulator(grad_out.dtype))
-            for i in range(kh):
-                for j in range(kw):
-                    dxp[:, :, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += dcols[:, i, j]
-            # The frame (pad_value) is a constant: its gradient is dropped.
-            dxp = dxp.view(c, n, h + 2 * ph, w + 2 * pw)
-            grad_x = dxp[:, :, ph : ph + h, pw : pw + w].permute(1, 0, 2, 3).to(grad_out.dtype)
-        if ctx.needs_input_grad[1]:
-            # Correlation of the output gradient with the input gives dL/dw of the flipped
-            # kernel; flipping back gives that of the convolution kernel.
+        cols = None
+        if ctx.needs_input_grad[1] and ctx.columns._version == ctx.columns_version:
             cols = ctx.columns
-            if cols._version != ctx.columns_version:
-                cols = _columns(xp, kh, kw, sh, sw, groups)
-            dk = torch.bmm(g.transpose(1, 2), cols)  # (G, Dg, kh*kw*Cg)
-            dk = dk.view(groups, dg, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(d, cg, kh, kw)
-            grad_w = dk.flip(-2, -1)
-        if ctx.needs_input_grad[2]:
-            grad_b = bias_gradient(grad_out, bias_dim)
-        return grad_x, grad_w, grad_b, None, None, None, None
+        grads = large_backward(ctx.needs_input_grad, grad_out, xp, kmat, cols, ctx.geometry)
+        return (*grads, None, None, None, None)
+
+
+def large_backward(needs_input_grad, grad_out, xp, kmat, cols, geometry):
+    """(dL/dx, dL/dw, dL/db) from the padded channels-last input ``xp``, the kernel matrix and
+    the forward's columns (rebuilt from ``xp`` when None)."""
+    (n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), groups, bias_dim = geometry
+    ho, wo = grad_out.shape[-2:]
+    dg = d // groups
+    # (G, M, Dg): the output gradient, one row per output position.
+    g = grad_out.permute(0, 2, 3, 1).reshape(n * ho * wo, groups, dg).transpose(0, 1)
+    grad_x = grad_w = grad_b = None
+    if needs_input_grad[0]:
+        # Correlation of the output gradient with the kernel: every output position sends
+        # dL/dz back through the kernel (one GEMM), then the kh*kw shifted copies are
+        # summed.  The column gradient is made transposed, (G, kh*kw*Cg, M), so that each
+        # shifted copy is a run of whole (Ho, Wo) planes: the adds stream through memory.
+        dcols = _workspace("column_gradient", (groups, kh * kw * cg, n * ho * wo), grad_out)
+        torch.bmm(kmat, g.transpose(1, 2), out=dcols)
+        dcols = dcols.view(groups, kh, kw, cg, n, ho, wo)
+        dxp = grad_out.new_zeros(groups, cg, n, h + 2 * ph, w + 2 * pw, dtype=accumulator(grad_out.dtype))
+        for i in range(kh):
+            for j in range(kw):
+                dxp[:, :, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += dcols[:, i, j]
+        # The frame (pad_value) is a constant: its gradient is dropped.
+        dxp = dxp.view(c, n, h + 2 * ph, w + 2 * pw)
+        grad_x = dxp[:, :, ph : ph + h, pw : pw + w].permute(1, 0, 2, 3).to(grad_out.dtype)
+    if needs_input_grad[1]:
+        # Correlation of the output gradient with the input gives dL/dw of the flipped
+        # kernel; flipping back gives that of the convolution kernel.
+        if cols is None:
+            cols = _columns(xp, kh, kw, sh, sw, groups)
+        dk = torch.bmm(g.transpose(1, 2), cols)  # (G, Dg, kh*kw*Cg)
+        dk = dk.view(groups, dg, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(d, cg, kh, kw)
+        grad_w = dk.flip(-2, -1)
+    if needs_input_grad[2]:
+        grad_b = bias_gradient(grad_out, bias_dim)
+    return grad_x, grad_w, grad_b

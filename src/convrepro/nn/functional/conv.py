@@ -14,18 +14,20 @@ Correlation"):
 * weight gradient = correlation of the output gradient with the input,
   dL/dw[d, c, m', n'] = sum_m sum_n dL/dz[d, m, n] a[c, m - m', n - n'].
 
-Both are evaluated as matrix products over receptive fields ("columns"), in one of two
-ways that compute the same sums: ``_conv_small`` (one gather and one scatter-add with a
-cached index; for the 1989 networks, whose cost is the number of operations) and
-``_conv_large`` (strided copies into a reused workspace and one GEMM per group; for
-AlexNet, whose cost is memory traffic and arithmetic).
+Both are evaluated as matrix products over receptive fields ("columns"), in ways that
+compute the same sums: ``_conv_time`` (the TDNN's 1-D layers, one token at a time: one
+``take`` and one product), ``_conv_small`` (one gather and one scatter-add with a cached
+index; for the 1989 networks, whose cost is the number of operations), ``_conv_large``
+(strided copies into a reused workspace and one GEMM per group; for AlexNet, whose cost is
+memory traffic and arithmetic) and, on CUDA with Triton, ``_triton_conv`` (the forward as
+one kernel that builds the columns tile by tile and never stores them; see ``_triton``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import _amp, _checks
+from . import _amp, _checks, _triton
 from ._conv_large import LargeConvolution2d
 from ._conv_small import SMALL_COLUMNS, SmallConvolution2d
 from ._conv_time import TimeDelayConvolution
@@ -60,6 +62,10 @@ def conv2d(
     _check_bias(bias, weight.shape[0], out_size)
     n_cols = x.shape[0] * out_size[0] * out_size[1] * weight.shape[1] * groups * weight.shape[2] * weight.shape[3]
     impl = SmallConvolution2d if n_cols < SMALL_COLUMNS else LargeConvolution2d
+    if _triton.wanted(x) and x.dtype != torch.float64 and (bias is None or bias.dim() == 1):
+        from ._triton_conv import TritonConvolution2d
+
+        impl = TritonConvolution2d
     return _apply(impl, x, weight, bias, stride, padding, float(pad_value), groups)
 
 

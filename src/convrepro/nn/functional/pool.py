@@ -11,6 +11,7 @@
   gradient into zeros.
 
 1-D forms pool over time (N, C, T) and run the 2-D Function on a height-one image.
+On CUDA with Triton, max pooling runs two kernels instead (``_triton_pool``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch.autograd import Function
 
-from . import _checks
+from . import _checks, _triton
 from ._amp import accumulator
 from .sizes import output_size
 
@@ -144,6 +145,10 @@ def _pool_args(x, kernel_size, stride, rank, name):
 def max_pool2d(x: torch.Tensor, kernel_size, stride=None) -> torch.Tensor:
     """Max pooling over (kh, kw) windows every ``stride`` (default: the window, no overlap)."""
     kernel, stride = _pool_args(x, kernel_size, stride, 4, "max pooling")
+    if _triton.wanted(x):
+        from ._triton_pool import TritonMaxPooling2d
+
+        return TritonMaxPooling2d.apply(x, kernel, stride)
     return MaxPooling2d.apply(x, kernel, stride)
 
 

@@ -1,0 +1,37 @@
+"""Whether a layer runs its Triton kernel (``_triton_*.py``) instead of its tensor-op path.
+
+Triton ships with the CUDA builds of PyTorch; the kernels are written out like the CPU
+paths (forward a convolution or a maximum, backward its correlation or routing), one
+program per block of outputs.  They run on CUDA tensors when Triton imports; nowhere
+else, so an install without Triton, or a CPU, is unchanged.
+
+``CONVREPRO_TRITON=0`` keeps CUDA on the tensor-op path (to compare the two);
+``CONVREPRO_TRITON=1`` sends CPU tensors to the kernels too, which only works under
+Triton's interpreter (``TRITON_INTERPRET=1``, set before the kernels are imported): that
+is how the tests check the kernels without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def wanted(x: torch.Tensor) -> bool:
+    switch = os.environ.get("CONVREPRO_TRITON", "")
+    if switch == "0":
+        return False
+    if x.is_cuda:
+        return available()
+    return switch == "1" and available() and os.environ.get("TRITON_INTERPRET") == "1"

@@ -1,0 +1,106 @@
+"""Max pooling as two Triton kernels: the lecture's forward and routing backward, one pass each.
+
+Forward: one program per block of outputs; each output reads its kh x kw window once,
+keeps the maximum and the flat (H * W) position of the first maximum in row-major order
+(PyTorch's tie rule; a NaN wins, as in PyTorch).  Backward is written as a gather, not a
+scatter: each input position visits the few windows that contain it (at most
+ceil(kh/sh) x ceil(kw/sw)) and sums the gradients of those it won -- no atomics, so the
+result is deterministic, and no address is loaded from memory (Triton's interpreter, which
+the tests use, has no indirect loads).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch.autograd import Function
+
+from .sizes import output_size
+
+BLOCK = 256
+
+
+@triton.jit
+def _forward(x_ptr, out_ptr, win_ptr, total, C, W, HO, WO, sxn, sxc, sxh, sxw,
+             KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    ow = offs % WO
+    t = offs // WO
+    oh = t % HO
+    t = t // HO
+    c = t % C
+    n = t // C
+    base = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
+    top, left = oh * SH, ow * SW
+    best = tl.load(base + top * sxh + left * sxw, mask=mask, other=0.0).to(tl.float32)
+    winner = top * W + left
+    for i in tl.static_range(KH):
+        for j in tl.static_range(KW):
+            if i + j > 0:
+                v = tl.load(base + (top + i) * sxh + (left + j) * sxw, mask=mask, other=0.0).to(tl.float32)
+                # Strictly greater keeps the first maximum; a NaN beats any number, once.
+                better = (v > best) | ((v != v) & (best == best))
+                best = tl.where(better, v, best)
+                winner = tl.where(better, (top + i) * W + left + j, winner)
+    tl.store(out_ptr + offs, best.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(win_ptr + offs, winner, mask=mask)
+
+
+@triton.jit
+def _backward(g_ptr, win_ptr, dx_ptr, total, C, H, W, HO, WO, sgn, sgc, sgh, sgw,
+              KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+              RH: tl.constexpr, RW: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    w = offs % W
+    t = offs // W
+    h = t % H
+    t = t // H
+    c = t % C
+    n = t // C
+    plane = n * C + c
+    g_base = g_ptr + n.to(tl.int64) * sgn + c.to(tl.int64) * sgc
+    here = h * W + w
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for a in tl.static_range(RH):  # the windows whose rows cover h: oh = h // SH - a
+        oh = h // SH - a
+        ok_h = (oh >= 0) & (oh < HO) & (h - oh * SH < KH)
+        for b in tl.static_range(RW):
+            ow = w // SW - b
+            ok = mask & ok_h & (ow >= 0) & (ow < WO) & (w - ow * SW < KW)
+            won = tl.load(win_ptr + (plane.to(tl.int64) * HO + oh) * WO + ow, mask=ok, other=-1)
+            g = tl.load(g_base + oh * sgh + ow * sgw, mask=ok & (won == here), other=0.0)
+            acc += g.to(tl.float32)
+    tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+class TritonMaxPooling2d(Function):
+    @staticmethod
+    def forward(ctx, x, kernel, stride):
+        (kh, kw), (sh, sw) = kernel, stride
+        n, c, h, w = x.shape
+        ho, wo = output_size(h, kh, sh), output_size(w, kw, sw)
+        out = x.new_empty(n, c, ho, wo)
+        winner = torch.empty(n, c, ho, wo, dtype=torch.int32, device=x.device)
+        total = out.numel()
+        if total:
+            _forward[(triton.cdiv(total, BLOCK),)](x, out, winner, total, c, w, ho, wo, *x.stride(),
+                                                   KH=kh, KW=kw, SH=sh, SW=sw, BLOCK=BLOCK)
+        ctx.save_for_backward(winner)
+        ctx.geometry = (x.shape, kernel, stride)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (winner,) = ctx.saved_tensors
+        (n, c, h, w), (kh, kw), (sh, sw) = ctx.geometry
+        ho, wo = winner.shape[-2:]
+        grad_x = grad_out.new_empty(n, c, h, w)
+        total = grad_x.numel()
+        if total:
+            _backward[(triton.cdiv(total, BLOCK),)](
+                grad_out, winner, grad_x, total, c, h, w, ho, wo, *grad_out.stride(),
+                KH=kh, KW=kw, SH=sh, SW=sw, RH=-(-kh // sh), RW=-(-kw // sw), BLOCK=BLOCK)
+        return grad_x, None, None
