@@ -125,6 +125,20 @@ def test_run_logged_to_a_server_is_in_the_rest_api_and_the_ui(server, tmp_path):
                          capture_output=True, text=True, timeout=180).stdout
     assert "Runs - Experiment" in dom, dom[-2000:]
     assert "lecun1989-faithful-sgd-seed4" in dom
+    assert "test/error" not in dom  # MLflow's own default: no metric columns
+
+    # The link `convrepro-runs links` prints: the same table with the paper's measures.
+    from convrepro.tracking.runs import dashboard_url
+
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-shared'}",
+                          "--virtual-time-budget=30000", "--dump-dom",
+                          dashboard_url(server, experiment["experiment_id"])],
+                         capture_output=True, text=True, timeout=180).stdout
+    assert "lecun1989-faithful-sgd-seed4" in dom, dom[-2000:]
+    assert "shared view" in dom  # MLflow's banner: the view came from the experiment's tag
+    # The grid draws only the columns in sight (metric columns in name order): the first is there.
+    assert 'col-id="metrics.`test/error`"' in dom, dom[-3000:]
+    assert f">{metrics['test/error']!r}"[:7] in dom
 
 
 def test_a_team_server_beyond_localhost_needs_a_login_and_accepts_its_own_host_names(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,19 @@ def test_the_dashboard_shows_a_training_experiment_with_the_papers_numbers(tiny_
     table = run.data.tags["mlflow.note.content"]
     assert "paper versus this run (lecun1989-faithful-sgd-seed7)" in table
     assert f"| {run.data.metrics['test/error']:.4g} |" in table
+    # The runs table's shared view: the seed and the paper's measures as columns.
+    view = json.loads(experiment.tags["mlflow.sharedViewState.convrepro"])
+    assert view["selectedColumns"][:3] == ["params.`seed`", "metrics.`train/error`", "metrics.`test/error`"]
+    assert "metrics.`time/total_seconds`" in view["selectedColumns"]
+
+
+def test_links_name_each_experiments_shared_view(tiny_run, capsys):
+    from convrepro.tracking.runs_cli import main
+
+    client, run, _, tmp = tiny_run
+    assert main(["links", "--uri", f"sqlite:///{tmp / 'mlflow.db'}", "--base", "http://h:5001/"]) == 0
+    expected = f"http://h:5001/#/experiments/{run.info.experiment_id}/runs?viewStateShareKey=convrepro"
+    assert capsys.readouterr().out.split() == ["lecun1989", expected]
 
 
 def test_params_are_the_flattened_resolved_config(tiny_run):
