@@ -6,8 +6,17 @@ is a product of the (N*Ho*Wo, Cg*kh*kw) receptive-field matrix with the (Cg*kh*k
 kernel matrix, as in the tensor-op paths; here each program builds its tile of receptive
 fields straight from the input (kernel flip, frame value and group offset in the address
 arithmetic) and multiplies it on the tensor cores, so the columns -- 224 MB for AlexNet's
-conv2 at batch 32 -- are never written.  Backward is the tensor-op path's (``_conv_large``):
-correlations by matrix products over columns rebuilt from the input.
+conv2 at batch 32 -- are never written.  Backward is the lecture's two correlations, each
+an implicit product of the same kind:
+
+* input gradient  dL/da[c, h, w] = sum_{d, i, j} w[d, c, i, j] dL/dz[d, h + p - (kh-1-i), ...]
+  (stride 1; a strided layer -- AlexNet's conv1, whose input is the image -- uses the
+  tensor-op path's overlap-add, ``_conv_large``);
+* weight gradient dL/dw[d, c, i, j] = sum_{n, m, n'} dL/dz[n, d, m, n'] a[n, c, m*s + (kh-1-i) - p, ...]
+  (the frame's pad value included: it met the kernel in the forward).
+
+Loops whose bound is known only at run time are ``while`` loops: Triton 3.6's interpreter
+(the tests) cannot take a run-time bound in ``range``.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import triton
 import triton.language as tl
 from torch.autograd import Function
 
-from ._conv_large import _kernel_matrix, _padded_channels_last, large_backward
+from ._conv_large import _kernel_matrix, large_backward
 from .sizes import output_size
 
 BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
@@ -41,8 +50,7 @@ def _forward(x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, HO, WO, CG, DG, pad_value,
     d = group * DG + cols
     w_col = w_ptr + d.to(tl.int64) * swd
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # KTOT is a compile-time constant: a run-time loop bound fails in Triton 3.6's interpreter.
-    for k0 in range(0, KTOT, BLOCK_K):
+    for k0 in range(0, KTOT, BLOCK_K):  # KTOT a compile-time constant (see the module's note)
         ks = k0 + tl.arange(0, BLOCK_K)  # (c, i, j) of the kernel, row-major
         k_ok = ks < KTOT
         j = ks % KW
@@ -63,6 +71,77 @@ def _forward(x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, HO, WO, CG, DG, pad_value,
         acc += tl.load(b_ptr + d, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     out = out_ptr + (n.to(tl.int64) * son + oh * soh + ow * sow)[:, None] + d[None, :].to(tl.int64) * sod
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
+def _input_gradient(g_ptr, w_ptr, dx_ptr, M, H, W, HO, WO, CG, DG,
+                    sgn, sgd, sgh, sgw, swd, swc, swh, sww, sxn, sxc, sxh, sxw,
+                    KTOT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+                    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_m, pid_n, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input positions (n, h, w)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # input maps inside the group
+    row_ok, col_ok = rows < M, cols < CG
+    w_ = rows % W
+    t = rows // W
+    h = t % H
+    n = t // H
+    g_row = g_ptr + n.to(tl.int64) * sgn + (group * DG).to(tl.int64) * sgd
+    c = group * CG + cols
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, KTOT, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)  # (d, i, j): an output map and a kernel tap
+        k_ok = ks < KTOT
+        j = ks % KW
+        i = (ks // KW) % KH
+        d = ks // (KW * KH)
+        oh = h[:, None] + PH - (KH - 1 - i)[None, :]  # the output that read (h, w) through tap (i, j)
+        ow = w_[:, None] + PW - (KW - 1 - j)[None, :]
+        ok = row_ok[:, None] & k_ok[None, :] & (oh >= 0) & (oh < HO) & (ow >= 0) & (ow < WO)
+        a = tl.load(g_row[:, None] + d[None, :].to(tl.int64) * sgd + oh * sgh + ow * sgw, mask=ok, other=0.0)
+        b = tl.load(w_ptr + ((group * DG + d).to(tl.int64) * swd + i * swh + j * sww)[:, None]
+                    + cols[None, :] * swc, mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = tl.dot(a.to(b.dtype), b, acc, input_precision=PRECISION)
+    out = dx_ptr + (n.to(tl.int64) * sxn + h * sxh + w_ * sxw)[:, None] + c[None, :].to(tl.int64) * sxc
+    tl.store(out, acc.to(dx_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
+def _weight_gradient(g_ptr, x_ptr, dw_ptr, M, H, W, HO, WO, CG, DG, pad_value,
+                     sgn, sgd, sgh, sgw, sxn, sxc, sxh, sxw, swd, swc, swh, sww,
+                     KTOT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                     PH: tl.constexpr, PW: tl.constexpr, PRECISION: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
+    pid_d, pid_k, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    ds = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)  # output maps inside the group
+    ks = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)  # (c, i, j) of the kernel
+    d_ok, k_ok = ds < DG, ks < KTOT
+    j = ks % KW
+    i = (ks // KW) % KH
+    c = ks // (KW * KH)
+    d = group * DG + ds
+    x_col = x_ptr + (group * CG + c).to(tl.int64) * sxc
+    acc = tl.zeros((BLOCK_D, BLOCK_K), dtype=tl.float32)
+    m0 = 0
+    while m0 < M:  # the sum over every output position of the batch
+        ms = m0 + tl.arange(0, BLOCK_M)
+        m_ok = ms < M
+        ow = ms % WO
+        t = ms // WO
+        oh = t % HO
+        n = t // HO
+        a = tl.load(g_ptr + d[:, None].to(tl.int64) * sgd + (n.to(tl.int64) * sgn + oh * sgh + ow * sgw)[None, :],
+                    mask=d_ok[:, None] & m_ok[None, :], other=0.0)
+        h = oh[:, None] * SH + (KH - 1 - i)[None, :] - PH
+        w = ow[:, None] * SW + (KW - 1 - j)[None, :] - PW
+        valid = m_ok[:, None] & k_ok[None, :]
+        inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        b = tl.load(x_col[None, :] + n[:, None].to(tl.int64) * sxn + h * sxh + w * sxw, mask=valid & inside, other=0.0)
+        b = tl.where(valid & ~inside, pad_value, b)
+        acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
+        m0 += BLOCK_M
+    out = dw_ptr + d[:, None].to(tl.int64) * swd + (c * swc + i * swh + j * sww)[None, :]
+    tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=d_ok[:, None] & k_ok[None, :])
 
 
 def _precision(x: torch.Tensor) -> str:
@@ -94,9 +173,28 @@ class TritonConvolution2d(Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        shape, wshape, stride, padding, pad_value, groups, bias_dim = ctx.geometry
-        xp = None if x is None else _padded_channels_last(x, *padding, pad_value)
-        kmat = None if weight is None else _kernel_matrix(weight, groups)
-        grads = large_backward(ctx.needs_input_grad, grad_out, xp, kmat, None,
-                               (shape, wshape, stride, padding, groups, bias_dim))
-        return (*grads, None, None, None, None)
+        (n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), pad_value, groups, bias_dim = ctx.geometry
+        ho, wo = grad_out.shape[-2:]
+        precision = _precision(grad_out)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0] and (sh, sw) == (1, 1):
+            grad_x = torch.empty(n, h, w, c, dtype=grad_out.dtype, device=grad_out.device).permute(0, 3, 1, 2)
+            m = n * h * w
+            grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(cg, BLOCK_N), groups)
+            _input_gradient[grid](grad_out, weight, grad_x, m, h, w, ho, wo, cg, d // groups, *grad_out.stride(),
+                                  *weight.stride(), *grad_x.stride(), KTOT=(d // groups) * kh * kw, KH=kh, KW=kw,
+                                  PH=ph, PW=pw, PRECISION=precision, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+                                  BLOCK_K=BLOCK_K)
+        elif ctx.needs_input_grad[0]:  # a strided layer: the tensor-op path's overlap-add
+            grad_x = large_backward((True, False, False), grad_out, None, _kernel_matrix(weight, groups), None,
+                                    ((n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), groups, bias_dim))[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.empty(d, cg, kh, kw, dtype=grad_out.dtype, device=grad_out.device)
+            grid = (triton.cdiv(d // groups, BLOCK_N), triton.cdiv(cg * kh * kw, BLOCK_K), groups)
+            _weight_gradient[grid](grad_out, x, grad_w, n * ho * wo, h, w, ho, wo, cg, d // groups, float(pad_value),
+                                   *grad_out.stride(), *x.stride(), *grad_w.stride(), KTOT=cg * kh * kw, KH=kh,
+                                   KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, PRECISION=precision, BLOCK_D=BLOCK_N,
+                                   BLOCK_K=BLOCK_K, BLOCK_M=BLOCK_M)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum(dim=(0, 2, 3))
+        return grad_x, grad_w, grad_b, None, None, None, None

@@ -19,8 +19,9 @@ compute the same sums: ``_conv_time`` (the TDNN's 1-D layers, one token at a tim
 ``take`` and one product), ``_conv_small`` (one gather and one scatter-add with a cached
 index; for the 1989 networks, whose cost is the number of operations), ``_conv_large``
 (strided copies into a reused workspace and one GEMM per group; for AlexNet, whose cost is
-memory traffic and arithmetic) and, on CUDA with Triton, ``_triton_conv`` (the forward as
-one kernel that builds the columns tile by tile and never stores them; see ``_triton``).
+memory traffic and arithmetic) and, on CUDA with Triton, ``_triton_conv`` (forward and
+both gradients as kernels that build the columns tile by tile and never store them; see
+``_triton``).
 """
 
 from __future__ import annotations
