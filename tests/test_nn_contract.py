@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import convrepro.nn
 from convrepro import nn as cnn
@@ -33,6 +34,57 @@ def test_nn_sources_call_no_pytorch_convolution_pooling_or_lrn():
         if FORBIDDEN.search(line)
     ]
     assert offences == []
+
+
+# What PyTorch's own kernels are called when they run (ATen operator names).
+FORBIDDEN_OPS = re.compile(r"conv|pool|local_response|cudnn|mkldnn|miopen")
+
+
+class _Ops(TorchDispatchMode):
+    """Every ATen operator that runs inside the block, forward and backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def kernels_run_by(fn, *shapes, dtype=torch.float32) -> set[str]:
+    """The ATen operators one forward and backward of ``fn`` runs."""
+    inputs = [torch.randn(s, dtype=dtype, requires_grad=True) for s in shapes]
+    with _Ops() as ops:
+        out = fn(*inputs)
+        out.backward(torch.ones_like(out))
+    return ops.names
+
+
+PATHS = {
+    "time-delay (1-D, one token)": (lambda x, w: cf.conv1d(x, w), (1, 16, 15), (8, 16, 3)),
+    "small 2-D (LeCun H2)": (lambda x, w: cf.conv2d(x, w, stride=2, padding=2, pad_value=-1.0), (4, 12, 8, 8),
+                             (12, 12, 5, 5)),
+    "large 2-D (grouped)": (lambda x, w: cf.conv2d(x, w, padding=2, groups=2), (4, 16, 32, 32), (16, 8, 5, 5)),
+    "max pooling": (lambda x: cf.max_pool2d(x, 3, 2), (2, 3, 9, 9)),
+    "average pooling": (lambda x: cf.avg_pool2d(x, 3, 2), (2, 3, 9, 9)),
+    "decimation": (lambda x: cf.decimation_pool2d(x, 2), (2, 3, 8, 8)),
+    "LRN": (lambda x: cf.local_response_norm(x, 5), (2, 8, 5, 5)),
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_no_pytorch_convolution_pooling_or_lrn_kernel_runs_on_any_path(path):
+    fn, *shapes = PATHS[path]
+    names = kernels_run_by(fn, *shapes)
+    assert names and not {n for n in names if FORBIDDEN_OPS.search(n)}, sorted(names)
+
+
+def test_the_operator_check_sees_pytorchs_own():
+    import torch.nn.functional as F
+
+    assert "convolution" in kernels_run_by(lambda x, w: F.conv2d(x, w), (1, 2, 6, 6), (3, 2, 3, 3))
+    assert {n for n in kernels_run_by(lambda x: F.max_pool2d(x, 2), (1, 2, 6, 6)) if FORBIDDEN_OPS.search(n)}
 
 
 def test_forbidden_pattern_catches_the_references():

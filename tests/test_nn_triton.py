@@ -103,3 +103,16 @@ def test_without_the_switch_a_cpu_tensor_never_reaches_a_kernel(monkeypatch):
     monkeypatch.delenv("CONVREPRO_TRITON")
     x = torch.randn(1, 2, 6, 6, requires_grad=True)
     assert cf.max_pool2d(x, 3, 2).grad_fn.name() == "MaxPooling2dBackward"
+
+
+@pytest.mark.parametrize("path", ["conv", "conv strided", "pool"])
+def test_no_pytorch_convolution_or_pooling_kernel_runs_on_the_triton_path(path):
+    from .test_nn_contract import FORBIDDEN_OPS, kernels_run_by
+
+    fn, *shapes = {
+        "conv": (lambda x, w: cf.conv2d(x, w, padding=1, groups=2), (2, 4, 6, 6), (6, 2, 3, 3)),
+        "conv strided": (lambda x, w: cf.conv2d(x, w, stride=2), (1, 3, 9, 9), (4, 3, 3, 3)),
+        "pool": (lambda x: cf.max_pool2d(x, 3, 2), (2, 3, 9, 9)),
+    }[path]
+    names = kernels_run_by(fn, *shapes)
+    assert not {n for n in names if FORBIDDEN_OPS.search(n)}, sorted(names)
