@@ -8,7 +8,9 @@ else, so an install without Triton, or a CPU, is unchanged.
 ``CONVREPRO_TRITON=0`` keeps CUDA on the tensor-op path (to compare the two);
 ``CONVREPRO_TRITON=1`` sends CPU tensors to the kernels too, which only works under
 Triton's interpreter (``TRITON_INTERPRET=1``, set before the kernels are imported): that
-is how the tests check the kernels without a GPU.
+is how the tests check the kernels without a GPU.  The kernels use only Triton's built-in
+operations (``tl.full``, not the library's ``tl.zeros``): a library function compiled when
+Triton was first imported without the interpreter cannot run inside an interpreted kernel.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def _forward(x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, HO, WO, CG, DG, pad_value,
     x_row = x_ptr + n.to(tl.int64) * sxn + (group * CG).to(tl.int64) * sxc
     d = group * DG + cols
     w_col = w_ptr + d.to(tl.int64) * swd
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for k0 in range(0, KTOT, BLOCK_K):  # KTOT a compile-time constant (see the module's note)
         ks = k0 + tl.arange(0, BLOCK_K)  # (c, i, j) of the kernel, row-major
         k_ok = ks < KTOT
@@ -88,7 +88,7 @@ def _input_gradient(g_ptr, w_ptr, dx_ptr, M, H, W, HO, WO, CG, DG,
     n = t // H
     g_row = g_ptr + n.to(tl.int64) * sgn + (group * DG).to(tl.int64) * sgd
     c = group * CG + cols
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for k0 in range(0, KTOT, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)  # (d, i, j): an output map and a kernel tap
         k_ok = ks < KTOT
@@ -121,7 +121,7 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, M, H, W, HO, WO, CG, DG, pad_value,
     c = ks // (KW * KH)
     d = group * DG + ds
     x_col = x_ptr + (group * CG + c).to(tl.int64) * sxc
-    acc = tl.zeros((BLOCK_D, BLOCK_K), dtype=tl.float32)
+    acc = tl.full((BLOCK_D, BLOCK_K), 0.0, tl.float32)
     m0 = 0
     while m0 < M:  # the sum over every output position of the batch
         ms = m0 + tl.arange(0, BLOCK_M)

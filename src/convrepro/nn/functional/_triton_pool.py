@@ -63,7 +63,7 @@ def _backward(g_ptr, win_ptr, dx_ptr, total, C, H, W, HO, WO, sgn, sgc, sgh, sgw
     plane = n * C + c
     g_base = g_ptr + n.to(tl.int64) * sgn + c.to(tl.int64) * sgc
     here = h * W + w
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    acc = tl.full([BLOCK], 0.0, tl.float32)
     for a in tl.static_range(RH):  # the windows whose rows cover h: oh = h // SH - a
         oh = h // SH - a
         ok_h = (oh >= 0) & (oh < HO) & (h - oh * SH < KH)
