@@ -42,6 +42,10 @@ def _leaf(*shape, grad=True):
     return torch.randn(*shape).requires_grad_(grad)
 
 
+def _leaf_channels_last(*shape):
+    return torch.randn(*shape).to(memory_format=torch.channels_last).requires_grad_(True)
+
+
 def _lecun_table() -> torch.Tensor:
     table = torch.zeros(12, 12, dtype=torch.bool)
     table[0:4, 0:8] = True
@@ -100,6 +104,12 @@ def cases() -> list[Case]:
         out.append(Case(f"AlexNet {name} LRN (batch {n})", lambda shape=shape: [_leaf(*shape)],
                         lambda x: cf.local_response_norm(x, 5, 1e-4, 0.75, 2.0),
                         lambda x: F.local_response_norm(x, 5, alpha=5e-4, beta=0.75, k=2.0)))
+    # In the network these layers read the convolution's channels-last output.
+    out.append(Case(f"AlexNet pool1 3/2 channels-last (batch {n})", lambda: [_leaf_channels_last(n, 96, 55, 55)],
+                    lambda x: cf.max_pool2d(x, 3, 2), lambda x: F.max_pool2d(x, 3, 2)))
+    out.append(Case(f"AlexNet norm1 LRN channels-last (batch {n})", lambda: [_leaf_channels_last(n, 96, 55, 55)],
+                    lambda x: cf.local_response_norm(x, 5, 1e-4, 0.75, 2.0),
+                    lambda x: F.local_response_norm(x, 5, alpha=5e-4, beta=0.75, k=2.0)))
     return out
 
 
