@@ -27,6 +27,7 @@ import triton.language as tl
 from torch.autograd import Function
 
 from ._conv_large import _kernel_matrix, large_backward
+from ._triton_grid import split
 from .sizes import output_size
 
 BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
@@ -42,10 +43,7 @@ def _forward(x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, HO, WO, CG, DG, pad_value,
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output positions (n, oh, ow)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output maps inside the group
     row_ok, col_ok = rows < M, cols < DG
-    ow = rows % WO
-    t = rows // WO
-    oh = t % HO
-    n = t // HO
+    n, oh, ow = split(rows, HO, WO)
     x_row = x_ptr + n.to(tl.int64) * sxn + (group * CG).to(tl.int64) * sxc
     d = group * DG + cols
     w_col = w_ptr + d.to(tl.int64) * swd
@@ -82,10 +80,7 @@ def _input_gradient(g_ptr, w_ptr, dx_ptr, M, H, W, HO, WO, CG, DG,
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input positions (n, h, w)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # input maps inside the group
     row_ok, col_ok = rows < M, cols < CG
-    w_ = rows % W
-    t = rows // W
-    h = t % H
-    n = t // H
+    n, h, w_ = split(rows, H, W)
     g_row = g_ptr + n.to(tl.int64) * sgn + (group * DG).to(tl.int64) * sgd
     c = group * CG + cols
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
@@ -126,10 +121,7 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, M, H, W, HO, WO, CG, DG, pad_value,
     while m0 < M:  # the sum over every output position of the batch
         ms = m0 + tl.arange(0, BLOCK_M)
         m_ok = ms < M
-        ow = ms % WO
-        t = ms // WO
-        oh = t % HO
-        n = t // HO
+        n, oh, ow = split(ms, HO, WO)
         a = tl.load(g_ptr + d[:, None].to(tl.int64) * sgd + (n.to(tl.int64) * sgn + oh * sgh + ow * sgw)[None, :],
                     mask=d_ok[:, None] & m_ok[None, :], other=0.0)
         h = oh[:, None] * SH + (KH - 1 - i)[None, :] - PH

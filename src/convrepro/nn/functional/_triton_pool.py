@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 from torch.autograd import Function
 
+from ._triton_grid import split
 from .sizes import output_size
 
 BLOCK = 256
@@ -26,12 +27,8 @@ def _forward(x_ptr, out_ptr, win_ptr, total, C, W, HO, WO, sxn, sxc, sxh, sxw,
              KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
-    ow = offs % WO
-    t = offs // WO
-    oh = t % HO
-    t = t // HO
-    c = t % C
-    n = t // C
+    plane, oh, ow = split(offs, HO, WO)
+    n, c = plane // C, plane % C
     base = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
     top, left = oh * SH, ow * SW
     best = tl.load(base + top * sxh + left * sxw, mask=mask, other=0.0).to(tl.float32)
@@ -54,13 +51,8 @@ def _backward(g_ptr, win_ptr, dx_ptr, total, C, H, W, HO, WO, sgn, sgc, sgh, sgw
               RH: tl.constexpr, RW: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
-    w = offs % W
-    t = offs // W
-    h = t % H
-    t = t // H
-    c = t % C
-    n = t // C
-    plane = n * C + c
+    plane, h, w = split(offs, H, W)
+    n, c = plane // C, plane % C
     g_base = g_ptr + n.to(tl.int64) * sgn + c.to(tl.int64) * sgc
     here = h * W + w
     acc = tl.full([BLOCK], 0.0, tl.float32)
