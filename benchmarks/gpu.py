@@ -126,6 +126,10 @@ def main() -> int:
     parser.add_argument("--input-batches", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--skip-model", action="store_true", help="leave out the model and per-layer sections")
+    parser.add_argument("--settings", default="fp32,tf32,bf16,fp16", help="arithmetic settings of the model section")
+    parser.add_argument("--no-channels-last", action="store_true", help="model section in the contiguous layout only")
+    parser.add_argument("--skip-input", action="store_true", help="leave out the input pipeline and end-to-end runs")
+    parser.add_argument("--out", default=str(RESULTS / "gpu.json"))
     parser.add_argument("--learn-epochs", type=int, default=0,
                         help="also train the GPU default and the paper's exact init this many passes (0: skip)")
     args = parser.parse_args()
@@ -135,8 +139,8 @@ def main() -> int:
     device = torch.device("cuda")
     result = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__, "batch": args.batch,
               "cpu_cores": os.cpu_count(), "machine": platform.machine(), "model": {}}
-    for setting in () if args.skip_model else ("fp32", "tf32", "bf16", "fp16"):
-        for channels_last in (False, True):
+    for setting in () if args.skip_model else args.settings.split(","):
+        for channels_last in (False,) if args.no_channels_last else (False, True):
             key = setting + ("+channels_last" if channels_last else "")
             r = model_throughput(227, args.batch, args.repeats, device, setting, channels_last)
             result["model"][key] = r
@@ -150,10 +154,16 @@ def main() -> int:
     if not args.skip_model:  # the same without the Triton kernels
         os.environ["CONVREPRO_TRITON"] = "0"
         result["layers_tf32_tensor_ops"] = layer_ratios(args.batch, args.repeats)
-        result["model"]["tf32_tensor_ops"] = model_throughput(227, args.batch, args.repeats, device, "tf32", False)
+        r = result["model"]["tf32_tensor_ops"] = model_throughput(227, args.batch, args.repeats, device, "tf32", False)
         del os.environ["CONVREPRO_TRITON"]
         print("per layer, tensor-op path (CONVREPRO_TRITON=0): "
               + ", ".join(f"{k} {v:.2f}" for k, v in result["layers_tf32_tensor_ops"].items()))
+        print(f"tf32 tensor-op path    train {r['train']['ratio']:.2f}, eval {r['eval']['ratio']:.2f} of torch.nn")
+    Path(args.out).parent.mkdir(exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.skip_input:
+        print(f"written {args.out}")
+        return 0
     ensure_store(256)
     from convrepro.data.images.store import ImageStore
 
@@ -174,9 +184,8 @@ def main() -> int:
                               for o in ([], ["model.bias_one=1.0", "model.fc_weight_std=null"])]
         for r in result["learning"]:
             print(f"learning check {r}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "gpu.json").write_text(json.dumps(result, indent=1))
-    print(f"written {RESULTS / 'gpu.json'}")
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"written {args.out}")
     return 0
 
 

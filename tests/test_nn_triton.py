@@ -45,6 +45,8 @@ def test_max_pool_kernels_route_like_pytorch(shape, kernel, stride, layout):
     ours, ref = cf.max_pool2d(x, kernel, stride), F.max_pool2d(x, kernel, stride)
     assert ours.grad_fn.name() == TritonMaxPooling2d.__name__ + "Backward"
     assert torch.equal(ours, ref)
+    # The output keeps the input's layout, as PyTorch's does (the next layer reads it).
+    assert ours.is_contiguous(memory_format=torch.channels_last) == ref.is_contiguous(memory_format=torch.channels_last)
     grad = torch.randn(ref.shape, generator=g)
     # Overlapping windows add their gradients in another order than PyTorch's: rounding only.
     torch.testing.assert_close(_grads(ours, [x], grad)[0], _grads(ref, [x], grad)[0], rtol=1e-6, atol=1e-6)
@@ -66,8 +68,15 @@ def test_max_pool_kernel_lets_nan_win_like_pytorch():
     ((3, 4, 6, 9), (5, 4, 3, 2), (2, 1), (1, 0), -1.0, 1, True),  # LeCun's frame value, odd shapes
 ])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_convolution_kernel_matches_flipped_pytorch(case, layout):
+@pytest.mark.parametrize("split", [False, True])
+def test_convolution_kernel_matches_flipped_pytorch(case, layout, split, monkeypatch):
+    from convrepro.nn.functional import _triton_conv
     from convrepro.nn.functional._triton_conv import TritonConvolution2d
+
+    if split:  # the weight gradient's sum over positions shared out, as on a GPU with idle multiprocessors
+        monkeypatch.setattr(_triton_conv, "programs_wanted", lambda device: 64)
+        monkeypatch.setitem(_triton_conv.CONFIGS, "weight_gradient", {**_triton_conv.CONFIGS["weight_gradient"],
+                                                                       "BLOCK_M": 16})
 
     xs, ws, stride, padding, pad_value, groups, with_bias = case
     g = torch.Generator().manual_seed(1)
@@ -83,6 +92,8 @@ def test_convolution_kernel_matches_flipped_pytorch(case, layout):
     ref = F.conv2d(F.pad(x, (pw, pw, ph, ph), value=pad_value), w.flip(-2, -1), b, stride=stride, groups=groups)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
     grad = torch.randn(ref.shape, generator=g)
+    if layout == "channels_last":  # the next layer's gradient in the layout this one returned
+        grad = grad.to(memory_format=torch.channels_last)
     for a, r in zip(_grads(ours, [x, w, b], grad), _grads(ref, [x, w, b], grad), strict=True):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4)
 

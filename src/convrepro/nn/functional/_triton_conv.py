@@ -15,6 +15,13 @@ an implicit product of the same kind:
 * weight gradient dL/dw[d, c, i, j] = sum_{n, m, n'} dL/dz[n, d, m, n'] a[n, c, m*s + (kh-1-i) - p, ...]
   (the frame's pad value included: it met the kernel in the forward).
 
+The summed index runs over (map, tap) pairs.  For a channels-last tensor (what the
+convolutions return) the map varies fastest, so that a tile's neighbouring columns are
+neighbouring addresses; for a contiguous one the tap does.  The weight gradient's sum over
+every output position of the batch is split across programs when the layer has too few
+(kernel x map) tiles to fill the GPU -- AlexNet's conv1 has 24 -- and the partial sums,
+kept in float32, are added in a fixed order afterwards (deterministic, no atomics).
+
 Loops whose bound is known only at run time are ``while`` loops: Triton 3.6's interpreter
 (the tests) cannot take a run-time bound in ``range``.
 """
@@ -30,7 +37,27 @@ from ._conv_large import _kernel_matrix, large_backward
 from ._triton_grid import split
 from .sizes import output_size
 
-BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
+# Tile sizes and launch shape per kernel (M: positions, N: maps, K: the summed index; the
+# weight gradient's tile is D maps x K taps, summed over M).  ``benchmarks/gpu_kernels.py``
+# times alternatives on a GPU.
+CONFIGS = {"forward": dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+           "input_gradient": dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+           "weight_gradient": dict(BLOCK_D=64, BLOCK_K=32, BLOCK_M=64, num_warps=4, num_stages=3)}
+
+
+def programs_wanted(device: torch.device) -> int:
+    """Programs that keep every multiprocessor busy (two each); one where none is counted."""
+    if device.type == "cuda":
+        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
+@triton.jit
+def _tap(ks, C, KH: tl.constexpr, KW: tl.constexpr, CHANNELS_FAST: tl.constexpr):
+    """A summed index -> (map, kernel row, kernel column)."""
+    if CHANNELS_FAST:
+        return ks % C, ks // (C * KW), (ks // C) % KW
+    return ks // (KW * KH), (ks // KW) % KH, ks % KW
 
 
 @triton.jit
@@ -38,7 +65,7 @@ def _forward(x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, HO, WO, CG, DG, pad_value,
              sxn, sxc, sxh, sxw, swd, swc, swh, sww, son, sod, soh, sow,
              KTOT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
              PH: tl.constexpr, PW: tl.constexpr, HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
-             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+             CHANNELS_FAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m, pid_n, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output positions (n, oh, ow)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output maps inside the group
@@ -49,11 +76,9 @@ def _forward(x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, HO, WO, CG, DG, pad_value,
     w_col = w_ptr + d.to(tl.int64) * swd
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for k0 in range(0, KTOT, BLOCK_K):  # KTOT a compile-time constant (see the module's note)
-        ks = k0 + tl.arange(0, BLOCK_K)  # (c, i, j) of the kernel, row-major
+        ks = k0 + tl.arange(0, BLOCK_K)  # (c, i, j) of the kernel
         k_ok = ks < KTOT
-        j = ks % KW
-        i = (ks // KW) % KH
-        c = ks // (KW * KH)
+        c, i, j = _tap(ks, CG, KH, KW, CHANNELS_FAST)
         # The flip: tap (i, j) meets the input at offset (kh-1-i, kw-1-j) of the field.
         h = oh[:, None] * SH + (KH - 1 - i)[None, :] - PH
         w = ow[:, None] * SW + (KW - 1 - j)[None, :] - PW
@@ -75,7 +100,8 @@ def _forward(x_ptr, w_ptr, b_ptr, out_ptr, M, H, W, HO, WO, CG, DG, pad_value,
 def _input_gradient(g_ptr, w_ptr, dx_ptr, M, H, W, HO, WO, CG, DG,
                     sgn, sgd, sgh, sgw, swd, swc, swh, sww, sxn, sxc, sxh, sxw,
                     KTOT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-                    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                    PRECISION: tl.constexpr, CHANNELS_FAST: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m, pid_n, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input positions (n, h, w)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # input maps inside the group
@@ -87,9 +113,7 @@ def _input_gradient(g_ptr, w_ptr, dx_ptr, M, H, W, HO, WO, CG, DG,
     for k0 in range(0, KTOT, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)  # (d, i, j): an output map and a kernel tap
         k_ok = ks < KTOT
-        j = ks % KW
-        i = (ks // KW) % KH
-        d = ks // (KW * KH)
+        d, i, j = _tap(ks, DG, KH, KW, CHANNELS_FAST)
         oh = h[:, None] + PH - (KH - 1 - i)[None, :]  # the output that read (h, w) through tap (i, j)
         ow = w_[:, None] + PW - (KW - 1 - j)[None, :]
         ok = row_ok[:, None] & k_ok[None, :] & (oh >= 0) & (oh < HO) & (ow >= 0) & (ow < WO)
@@ -102,25 +126,26 @@ def _input_gradient(g_ptr, w_ptr, dx_ptr, M, H, W, HO, WO, CG, DG,
 
 
 @triton.jit
-def _weight_gradient(g_ptr, x_ptr, dw_ptr, M, H, W, HO, WO, CG, DG, pad_value,
-                     sgn, sgd, sgh, sgw, sxn, sxc, sxh, sxw, swd, swc, swh, sww,
+def _weight_gradient(g_ptr, x_ptr, dw_ptr, M, CHUNK, H, W, HO, WO, CG, DG, pad_value,
+                     sgn, sgd, sgh, sgw, sxn, sxc, sxh, sxw, sws, swd, swc, swh, sww,
                      KTOT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-                     PH: tl.constexpr, PW: tl.constexpr, PRECISION: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr):
-    pid_d, pid_k, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+                     PH: tl.constexpr, PW: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
+                     CHANNELS_FAST: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+                     BLOCK_M: tl.constexpr):
+    pid_d, pid_k, pid_g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    group, part = pid_g // SPLIT, pid_g % SPLIT
     ds = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)  # output maps inside the group
     ks = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)  # (c, i, j) of the kernel
     d_ok, k_ok = ds < DG, ks < KTOT
-    j = ks % KW
-    i = (ks // KW) % KH
-    c = ks // (KW * KH)
+    c, i, j = _tap(ks, CG, KH, KW, CHANNELS_FAST)
     d = group * DG + ds
     x_col = x_ptr + (group * CG + c).to(tl.int64) * sxc
     acc = tl.full((BLOCK_D, BLOCK_K), 0.0, tl.float32)
-    m0 = 0
-    while m0 < M:  # the sum over every output position of the batch
+    m0 = part * CHUNK
+    m_end = tl.minimum(m0 + CHUNK, M)
+    while m0 < m_end:  # this program's share of the sum over every output position of the batch
         ms = m0 + tl.arange(0, BLOCK_M)
-        m_ok = ms < M
+        m_ok = ms < m_end
         n, oh, ow = split(ms, HO, WO)
         a = tl.load(g_ptr + d[:, None].to(tl.int64) * sgd + (n.to(tl.int64) * sgn + oh * sgh + ow * sgw)[None, :],
                     mask=d_ok[:, None] & m_ok[None, :], other=0.0)
@@ -132,8 +157,37 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, M, H, W, HO, WO, CG, DG, pad_value,
         b = tl.where(valid & ~inside, pad_value, b)
         acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
         m0 += BLOCK_M
-    out = dw_ptr + d[:, None].to(tl.int64) * swd + (c * swc + i * swh + j * sww)[None, :]
+    out = dw_ptr + part.to(tl.int64) * sws + d[:, None].to(tl.int64) * swd + (c * swc + i * swh + j * sww)[None, :]
     tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=d_ok[:, None] & k_ok[None, :])
+
+
+def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, precision):
+    (d, cg, kh, kw), (sh, sw), (ph, pw) = shape, stride, padding
+    n, _, h, w = x.shape
+    ho, wo = grad_out.shape[-2:]
+    m, ktot = n * ho * wo, cg * kh * kw
+    config = CONFIGS["weight_gradient"]
+    bd, bk, bm = config["BLOCK_D"], config["BLOCK_K"], config["BLOCK_M"]
+    tiles = triton.cdiv(d // groups, bd) * triton.cdiv(ktot, bk) * groups
+    blocks = triton.cdiv(m, bm)
+    split = max(1, min(triton.cdiv(programs_wanted(x.device), tiles), blocks))
+    chunk = triton.cdiv(blocks, split) * bm
+    split = triton.cdiv(m, chunk)
+    if split == 1:
+        out = torch.empty(1, d, cg, kh, kw, dtype=grad_out.dtype, device=grad_out.device)
+    else:  # partial sums in float32, added below
+        out = torch.empty(split, d, cg, kh, kw, dtype=torch.float32, device=grad_out.device)
+    grid = (triton.cdiv(d // groups, bd), triton.cdiv(ktot, bk), groups * split)
+    _weight_gradient[grid](grad_out, x, out, m, chunk, h, w, ho, wo, cg, d // groups, float(pad_value),
+                           *grad_out.stride(), *x.stride(), *out.stride(), KTOT=ktot, KH=kh, KW=kw, SH=sh, SW=sw,
+                           PH=ph, PW=pw, PRECISION=precision, SPLIT=split, CHANNELS_FAST=_channels_fast(x),
+                           **config)
+    return out[0] if split == 1 else out.sum(0).to(grad_out.dtype)
+
+
+def _channels_fast(t: torch.Tensor) -> bool:
+    """Sum over maps fastest where the maps are adjacent in memory (channels-last)."""
+    return t.stride(1) == 1 and t.shape[1] > 1
 
 
 def _precision(x: torch.Tensor) -> str:
@@ -152,11 +206,13 @@ class TritonConvolution2d(Function):
         # Channels-last, as the tensor-op paths return it (and the next layer reads it).
         out = torch.empty(n, ho, wo, d, dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
         m = n * ho * wo
-        grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(d // groups, BLOCK_N), groups)
+        config = CONFIGS["forward"]
+        bm, bn = config["BLOCK_M"], config["BLOCK_N"]
+        grid = (triton.cdiv(m, bm), triton.cdiv(d // groups, bn), groups)
         _forward[grid](x, weight, bias if bias is not None else weight, out, m, h, w, ho, wo, cg, d // groups,
                        float(pad_value), *x.stride(), *weight.stride(), *out.stride(), KTOT=cg * kh * kw,
                        KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, HAS_BIAS=bias is not None,
-                       PRECISION=_precision(x), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
+                       PRECISION=_precision(x), CHANNELS_FAST=_channels_fast(x), **config)
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None,
                               weight if ctx.needs_input_grad[0] else None)
         ctx.geometry = (x.shape, weight.shape, stride, padding, pad_value, groups, bias is not None and bias.dim())
@@ -172,21 +228,18 @@ class TritonConvolution2d(Function):
         if ctx.needs_input_grad[0] and (sh, sw) == (1, 1):
             grad_x = torch.empty(n, h, w, c, dtype=grad_out.dtype, device=grad_out.device).permute(0, 3, 1, 2)
             m = n * h * w
-            grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(cg, BLOCK_N), groups)
+            config = CONFIGS["input_gradient"]
+            bm, bn = config["BLOCK_M"], config["BLOCK_N"]
+            grid = (triton.cdiv(m, bm), triton.cdiv(cg, bn), groups)
             _input_gradient[grid](grad_out, weight, grad_x, m, h, w, ho, wo, cg, d // groups, *grad_out.stride(),
                                   *weight.stride(), *grad_x.stride(), KTOT=(d // groups) * kh * kw, KH=kh, KW=kw,
-                                  PH=ph, PW=pw, PRECISION=precision, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                                  BLOCK_K=BLOCK_K)
+                                  PH=ph, PW=pw, PRECISION=precision, CHANNELS_FAST=_channels_fast(grad_out), **config)
         elif ctx.needs_input_grad[0]:  # a strided layer: the tensor-op path's overlap-add
             grad_x = large_backward((True, False, False), grad_out, None, _kernel_matrix(weight, groups), None,
                                     ((n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), groups, bias_dim))[0]
         if ctx.needs_input_grad[1]:
-            grad_w = torch.empty(d, cg, kh, kw, dtype=grad_out.dtype, device=grad_out.device)
-            grid = (triton.cdiv(d // groups, BLOCK_N), triton.cdiv(cg * kh * kw, BLOCK_K), groups)
-            _weight_gradient[grid](grad_out, x, grad_w, n * ho * wo, h, w, ho, wo, cg, d // groups, float(pad_value),
-                                   *grad_out.stride(), *x.stride(), *grad_w.stride(), KTOT=cg * kh * kw, KH=kh,
-                                   KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, PRECISION=precision, BLOCK_D=BLOCK_N,
-                                   BLOCK_K=BLOCK_K, BLOCK_M=BLOCK_M)
+            grad_w = _weight_gradient_of(grad_out, x, (d, cg, kh, kw), (sh, sw), (ph, pw), pad_value, groups,
+                                         precision)
         if ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(dim=(0, 2, 3))
         return grad_x, grad_w, grad_b, None, None, None, None

@@ -7,6 +7,11 @@ scatter: each input position visits the few windows that contain it (at most
 ceil(kh/sh) x ceil(kw/sw)) and sums the gradients of those it won -- no atomics, so the
 result is deterministic, and no address is loaded from memory (Triton's interpreter, which
 the tests use, has no indirect loads).
+
+Both kernels walk the positions in the input's own memory order: (n, c, h, w) for a
+contiguous input, (n, h, w, c) for a channels-last one (what the convolutions return), so
+that neighbouring threads read neighbouring addresses; the output and the gradient keep
+that layout.
 """
 
 from __future__ import annotations
@@ -23,12 +28,24 @@ BLOCK = 256
 
 
 @triton.jit
+def _position(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
+    """A flat position in memory order -> (n, c, h, w)."""
+    if CHANNELS_LAST:
+        pixel, c = offs // C, offs % C
+        n, h, w = split(pixel, H, W)
+    else:
+        plane, h, w = split(offs, H, W)
+        n, c = plane // C, plane % C
+    return n, c, h, w
+
+
+@triton.jit
 def _forward(x_ptr, out_ptr, win_ptr, total, C, W, HO, WO, sxn, sxc, sxh, sxw,
-             KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, BLOCK: tl.constexpr):
+             KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+             CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
-    plane, oh, ow = split(offs, HO, WO)
-    n, c = plane // C, plane % C
+    n, c, oh, ow = _position(offs, C, HO, WO, CHANNELS_LAST)
     base = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
     top, left = oh * SH, ow * SW
     best = tl.load(base + top * sxh + left * sxw, mask=mask, other=0.0).to(tl.float32)
@@ -46,13 +63,13 @@ def _forward(x_ptr, out_ptr, win_ptr, total, C, W, HO, WO, sxn, sxc, sxh, sxw,
 
 
 @triton.jit
-def _backward(g_ptr, win_ptr, dx_ptr, total, C, H, W, HO, WO, sgn, sgc, sgh, sgw,
+def _backward(g_ptr, win_ptr, dx_ptr, total, C, H, W, HO, WO, sgn, sgc, sgh, sgw, swn, swc, swh, sww,
               KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-              RH: tl.constexpr, RW: tl.constexpr, BLOCK: tl.constexpr):
+              RH: tl.constexpr, RW: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < total
-    plane, h, w = split(offs, H, W)
-    n, c = plane // C, plane % C
+    n, c, h, w = _position(offs, C, H, W, CHANNELS_LAST)
+    win_base = win_ptr + n.to(tl.int64) * swn + c.to(tl.int64) * swc
     g_base = g_ptr + n.to(tl.int64) * sgn + c.to(tl.int64) * sgc
     here = h * W + w
     acc = tl.full([BLOCK], 0.0, tl.float32)
@@ -62,7 +79,7 @@ def _backward(g_ptr, win_ptr, dx_ptr, total, C, H, W, HO, WO, sgn, sgc, sgh, sgw
         for b in tl.static_range(RW):
             ow = w // SW - b
             ok = mask & ok_h & (ow >= 0) & (ow < WO) & (w - ow * SW < KW)
-            won = tl.load(win_ptr + (plane.to(tl.int64) * HO + oh) * WO + ow, mask=ok, other=-1)
+            won = tl.load(win_base + oh * swh + ow * sww, mask=ok, other=-1)
             g = tl.load(g_base + oh * sgh + ow * sgw, mask=ok & (won == here), other=0.0)
             acc += g.to(tl.float32)
     tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
@@ -74,25 +91,35 @@ class TritonMaxPooling2d(Function):
         (kh, kw), (sh, sw) = kernel, stride
         n, c, h, w = x.shape
         ho, wo = output_size(h, kh, sh), output_size(w, kw, sw)
-        out = x.new_empty(n, c, ho, wo)
-        winner = torch.empty(n, c, ho, wo, dtype=torch.int32, device=x.device)
+        layout = _layout(x)
+        out = torch.empty(n, c, ho, wo, dtype=x.dtype, device=x.device, memory_format=layout)
+        winner = torch.empty(n, c, ho, wo, dtype=torch.int32, device=x.device, memory_format=layout)
         total = out.numel()
         if total:
             _forward[(triton.cdiv(total, BLOCK),)](x, out, winner, total, c, w, ho, wo, *x.stride(),
-                                                   KH=kh, KW=kw, SH=sh, SW=sw, BLOCK=BLOCK)
+                                                   KH=kh, KW=kw, SH=sh, SW=sw,
+                                                   CHANNELS_LAST=layout == torch.channels_last, BLOCK=BLOCK)
         ctx.save_for_backward(winner)
-        ctx.geometry = (x.shape, kernel, stride)
+        ctx.geometry = (x.shape, kernel, stride, layout)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         (winner,) = ctx.saved_tensors
-        (n, c, h, w), (kh, kw), (sh, sw) = ctx.geometry
+        (n, c, h, w), (kh, kw), (sh, sw), layout = ctx.geometry
         ho, wo = winner.shape[-2:]
-        grad_x = grad_out.new_empty(n, c, h, w)
+        grad_x = torch.empty(n, c, h, w, dtype=grad_out.dtype, device=grad_out.device, memory_format=layout)
         total = grad_x.numel()
         if total:
             _backward[(triton.cdiv(total, BLOCK),)](
-                grad_out, winner, grad_x, total, c, h, w, ho, wo, *grad_out.stride(),
-                KH=kh, KW=kw, SH=sh, SW=sw, RH=-(-kh // sh), RW=-(-kw // sw), BLOCK=BLOCK)
+                grad_out, winner, grad_x, total, c, h, w, ho, wo, *grad_out.stride(), *winner.stride(),
+                KH=kh, KW=kw, SH=sh, SW=sw, RH=-(-kh // sh), RW=-(-kw // sw),
+                CHANNELS_LAST=layout == torch.channels_last, BLOCK=BLOCK)
         return grad_x, None, None
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """channels_last when the input is stored so (and is not also contiguous), else contiguous."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
