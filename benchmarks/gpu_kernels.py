@@ -5,7 +5,7 @@
   (cuDNN) at the same setting, so the error of the hand-written kernels reads against the
   error the library makes with the same arithmetic;
 * tile sizes: each convolution kernel (forward, input gradient, weight gradient) timed with
-  a few candidate ``_triton_conv.CONFIGS`` on AlexNet's conv1-conv3 at batch 128, at TF32
+  a few candidate ``_triton_conv.CONFIGS`` on AlexNet's conv2, conv3 and conv1's weight gradient at batch 128, at TF32
   and bf16 (medians of CUDA-event timings, ``triton.testing.do_bench``).
 
 Without CUDA it says so in one line and exits 0.  Writes ``results/gpu_kernels.json``.
