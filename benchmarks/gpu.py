@@ -151,14 +151,19 @@ def main() -> int:
     result["layers_tf32"] = {} if args.skip_model else layer_ratios(args.batch, args.repeats)
     print("per layer, hand-written / PyTorch (fwd+bwd, TF32): "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["layers_tf32"].items()))
-    if not args.skip_model:  # the same without the Triton kernels
+    if not args.skip_model:  # the same without the Triton kernels, and with the pools' alone
         os.environ["CONVREPRO_TRITON"] = "0"
         result["layers_tf32_tensor_ops"] = layer_ratios(args.batch, args.repeats)
-        r = result["model"]["tf32_tensor_ops"] = model_throughput(227, args.batch, args.repeats, device, "tf32", False)
-        del os.environ["CONVREPRO_TRITON"]
         print("per layer, tensor-op path (CONVREPRO_TRITON=0): "
               + ", ".join(f"{k} {v:.2f}" for k, v in result["layers_tf32_tensor_ops"].items()))
-        print(f"tf32 tensor-op path    train {r['train']['ratio']:.2f}, eval {r['eval']['ratio']:.2f} of torch.nn")
+        for switch, name in (("0", "tensor_ops"), ("pool", "triton_pools")):
+            os.environ["CONVREPRO_TRITON"] = switch
+            for setting in args.settings.split(","):
+                r = result["model"][f"{setting}_{name}"] = model_throughput(227, args.batch, args.repeats, device,
+                                                                             setting, False)
+                print(f"{setting:4s} CONVREPRO_TRITON={switch:5s} train {r['train']['ratio']:.2f}, "
+                      f"eval {r['eval']['ratio']:.2f} of torch.nn")
+        del os.environ["CONVREPRO_TRITON"]
     Path(args.out).parent.mkdir(exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     if args.skip_input:

@@ -31,12 +31,12 @@ CONVS = {"conv1": (3, 227, 96, 11, 4, 0, 1), "conv2": (96, 27, 256, 5, 1, 2, 2),
 POOLS = {"pool1": (96, 55), "pool2": (256, 27), "pool5": (256, 13)}
 SETTINGS = ("fp32", "tf32", "bf16")
 CANDIDATES = {
-    "forward": [dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
-                dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
-                dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=3)],
-    "weight_gradient": [dict(BLOCK_D=64, BLOCK_K=32, BLOCK_M=64, num_warps=4, num_stages=3),
-                        dict(BLOCK_D=64, BLOCK_K=64, BLOCK_M=64, num_warps=4, num_stages=3),
-                        dict(BLOCK_D=128, BLOCK_K=64, BLOCK_M=64, num_warps=8, num_stages=3)],
+    "forward": [dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+                dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=3),
+                dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)],
+    "weight_gradient": [dict(BLOCK_D=64, BLOCK_K=64, BLOCK_M=64, num_warps=4, num_stages=3),
+                        dict(BLOCK_D=128, BLOCK_K=64, BLOCK_M=64, num_warps=8, num_stages=3),
+                        dict(BLOCK_D=64, BLOCK_K=64, BLOCK_M=128, num_warps=4, num_stages=3)],
 }
 CANDIDATES["input_gradient"] = CANDIDATES["forward"]
 

@@ -66,6 +66,11 @@ def test_max_pool_kernel_lets_nan_win_like_pytorch():
     ((2, 8, 7, 7), (12, 4, 5, 5), 1, 2, 0.0, 2, True),      # conv2: two groups
     ((1, 12, 5, 5), (16, 12, 3, 3), 1, 1, 0.0, 1, False),   # conv3 without bias
     ((3, 4, 6, 9), (5, 4, 3, 2), (2, 1), (1, 0), -1.0, 1, True),  # LeCun's frame value, odd shapes
+    # From 16 maps per group the tap-ordered kernels run (forward and weight gradient by the
+    # input's maps, input gradient by the output's):
+    ((2, 32, 6, 6), (24, 16, 3, 3), 1, 1, 0.0, 2, True),    # two groups of 16; 12 maps out per group
+    ((1, 20, 7, 7), (32, 20, 3, 3), 2, 1, -1.0, 1, True),   # a part-filled block of maps, stride, frame
+    ((2, 16, 5, 5), (16, 16, 3, 3), 1, 1, -1.0, 1, False),  # every kernel tap-ordered, with the frame
 ])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("split", [False, True])
@@ -127,3 +132,18 @@ def test_no_pytorch_convolution_or_pooling_kernel_runs_on_the_triton_path(path):
     }[path]
     names = kernels_run_by(fn, *shapes)
     assert not {n for n in names if FORBIDDEN_OPS.search(n)}, sorted(names)
+
+
+def test_the_switch_picks_the_layers_whose_kernels_run(monkeypatch):
+    from convrepro.nn.functional._conv_small import SmallConvolution2d
+    from convrepro.nn.functional._triton_conv import TritonConvolution2d
+    from convrepro.nn.functional._triton_pool import TritonMaxPooling2d
+
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, requires_grad=True)
+    monkeypatch.setenv("CONVREPRO_TRITON", "pool")
+    assert cf.max_pool2d(x, 3, 2).grad_fn.name() == TritonMaxPooling2d.__name__ + "Backward"
+    assert cf.conv2d(x, w).grad_fn.name() == SmallConvolution2d.__name__ + "Backward"
+    monkeypatch.setenv("CONVREPRO_TRITON", "conv")
+    assert cf.max_pool2d(x, 3, 2).grad_fn.name() == "MaxPooling2dBackward"
+    assert cf.conv2d(x, w).grad_fn.name() == TritonConvolution2d.__name__ + "Backward"

@@ -6,6 +6,7 @@ program per block of outputs.  They run on CUDA tensors when Triton imports; now
 else, so an install without Triton, or a CPU, is unchanged.
 
 ``CONVREPRO_TRITON=0`` keeps CUDA on the tensor-op path (to compare the two);
+``CONVREPRO_TRITON=pool`` (or ``conv``) runs only that layer's kernels;
 ``CONVREPRO_TRITON=1`` sends CPU tensors to the kernels too, which only works under
 Triton's interpreter (``TRITON_INTERPRET=1``, set before the kernels are imported): that
 is how the tests check the kernels without a GPU.  The kernels use only Triton's built-in
@@ -30,10 +31,14 @@ def available() -> bool:
     return True
 
 
-def wanted(x: torch.Tensor) -> bool:
+LAYERS = ("conv", "pool")
+
+
+def wanted(x: torch.Tensor, layer: str) -> bool:
+    """Whether ``layer`` ("conv" or "pool") runs its Triton kernels on ``x``."""
     switch = os.environ.get("CONVREPRO_TRITON", "")
-    if switch == "0":
+    if switch == "0" or layer not in (LAYERS if switch in ("", "1") else switch.split(",")):
         return False
     if x.is_cuda:
         return available()
-    return switch == "1" and available() and os.environ.get("TRITON_INTERPRET") == "1"
+    return switch != "" and available() and os.environ.get("TRITON_INTERPRET") == "1"

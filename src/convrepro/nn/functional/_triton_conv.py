@@ -33,16 +33,20 @@ import triton
 import triton.language as tl
 from torch.autograd import Function
 
+from . import _triton_conv_taps as taps
 from ._conv_large import _kernel_matrix, large_backward
 from ._triton_grid import split
 from .sizes import output_size
 
 # Tile sizes and launch shape per kernel (M: positions, N: maps, K: the summed index; the
-# weight gradient's tile is D maps x K taps, summed over M).  ``benchmarks/gpu_kernels.py``
-# times alternatives on a GPU.
-CONFIGS = {"forward": dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
-           "input_gradient": dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
-           "weight_gradient": dict(BLOCK_D=64, BLOCK_K=32, BLOCK_M=64, num_warps=4, num_stages=3)}
+# weight gradient's tile is D maps x K taps, summed over M): the best of the candidates that
+# ``benchmarks/gpu_kernels.py`` timed on an H100 (AlexNet's conv1-conv3, TF32 and bf16).
+CONFIGS = {"forward": dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+           "input_gradient": dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+           "weight_gradient": dict(BLOCK_D=64, BLOCK_K=64, BLOCK_M=64, num_warps=4, num_stages=3)}
+# Maps per group from which the tap-ordered kernels (``_triton_conv_taps``) run: below it a
+# tile of maps would be mostly padding (AlexNet's conv1 reads 3).
+TAPS_FROM = 16
 
 
 def programs_wanted(device: torch.device) -> int:
@@ -161,27 +165,104 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, M, CHUNK, H, W, HO, WO, CG, DG, pad_v
     tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=d_ok[:, None] & k_ok[None, :])
 
 
+def _split(m: int, tiles: int, block_m: int, device: torch.device) -> tuple[int, int]:
+    """(parts, positions per part) of the weight gradient's sum, so that the grid fills the GPU."""
+    blocks = triton.cdiv(m, block_m)
+    split = max(1, min(triton.cdiv(programs_wanted(device), tiles), blocks))
+    chunk = triton.cdiv(blocks, split) * block_m
+    return triton.cdiv(m, chunk), chunk
+
+
+def _block_k(count: int, largest: int) -> int:
+    """The widest block of maps, down to 16, that divides ``count`` (no padded tail), else ``largest``."""
+    block = largest
+    while block > 16 and count % block:
+        block //= 2
+    return block if count % block == 0 else largest
+
+
+def _maps_last(weight: torch.Tensor) -> torch.Tensor:
+    """The kernel stored (D, kh, kw, C/G), still indexed (d, c, i, j): a tap's maps side by side."""
+    return weight.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _forward_of(x, weight, bias, stride, padding, pad_value, groups):
+    n, c, h, w = x.shape
+    d, cg, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    # Channels-last, as the tensor-op paths return it (and the next layer reads it).
+    out = torch.empty(n, ho, wo, d, dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
+    m, dg = n * ho * wo, d // groups
+    config = dict(CONFIGS["forward"])
+    grid = (triton.cdiv(m, config["BLOCK_M"]), triton.cdiv(dg, config["BLOCK_N"]), groups)
+    geometry = dict(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, HAS_BIAS=bias is not None, PRECISION=_precision(x))
+    b = bias if bias is not None else weight
+    if cg >= TAPS_FROM:
+        w_ = _maps_last(weight)
+        config["BLOCK_K"] = _block_k(cg, config["BLOCK_K"])
+        taps.forward[grid](x, w_, b, out, m, h, w, ho, wo, float(pad_value), *x.stride(), *w_.stride(),
+                           *out.stride(), CG=cg, DG=dg, FRAME=pad_value != 0, **geometry, **config)
+    else:
+        _forward[grid](x, weight, b, out, m, h, w, ho, wo, cg, dg, float(pad_value), *x.stride(), *weight.stride(),
+                       *out.stride(), KTOT=cg * kh * kw, CHANNELS_FAST=_channels_fast(x), **geometry, **config)
+    return out
+
+
+def _input_gradient_of(grad_out, weight, shape, padding, groups, precision):
+    n, c, h, w = shape
+    d, cg, kh, kw = weight.shape
+    (ph, pw), dg = padding, d // groups
+    ho, wo = grad_out.shape[-2:]
+    grad_x = torch.empty(n, h, w, c, dtype=grad_out.dtype, device=grad_out.device).permute(0, 3, 1, 2)
+    m = n * h * w
+    config = dict(CONFIGS["input_gradient"])
+    grid = (triton.cdiv(m, config["BLOCK_M"]), triton.cdiv(cg, config["BLOCK_N"]), groups)
+    geometry = dict(KH=kh, KW=kw, PH=ph, PW=pw, PRECISION=precision)
+    if dg >= TAPS_FROM:
+        grad_out, w_ = _channels_last(grad_out), _maps_last(weight)
+        config["BLOCK_K"] = _block_k(dg, config["BLOCK_K"])
+        taps.input_gradient[grid](grad_out, w_, grad_x, m, h, w, ho, wo, *grad_out.stride(), *w_.stride(),
+                                  *grad_x.stride(), CG=cg, DG=dg, **geometry, **config)
+    else:
+        _input_gradient[grid](grad_out, weight, grad_x, m, h, w, ho, wo, cg, dg, *grad_out.stride(),
+                              *weight.stride(), *grad_x.stride(), KTOT=dg * kh * kw,
+                              CHANNELS_FAST=_channels_fast(grad_out), **geometry, **config)
+    return grad_x
+
+
 def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, precision):
     (d, cg, kh, kw), (sh, sw), (ph, pw) = shape, stride, padding
     n, _, h, w = x.shape
     ho, wo = grad_out.shape[-2:]
-    m, ktot = n * ho * wo, cg * kh * kw
-    config = CONFIGS["weight_gradient"]
-    bd, bk, bm = config["BLOCK_D"], config["BLOCK_K"], config["BLOCK_M"]
-    tiles = triton.cdiv(d // groups, bd) * triton.cdiv(ktot, bk) * groups
-    blocks = triton.cdiv(m, bm)
-    split = max(1, min(triton.cdiv(programs_wanted(x.device), tiles), blocks))
-    chunk = triton.cdiv(blocks, split) * bm
-    split = triton.cdiv(m, chunk)
-    if split == 1:
-        out = torch.empty(1, d, cg, kh, kw, dtype=grad_out.dtype, device=grad_out.device)
-    else:  # partial sums in float32, added below
-        out = torch.empty(split, d, cg, kh, kw, dtype=torch.float32, device=grad_out.device)
-    grid = (triton.cdiv(d // groups, bd), triton.cdiv(ktot, bk), groups * split)
-    _weight_gradient[grid](grad_out, x, out, m, chunk, h, w, ho, wo, cg, d // groups, float(pad_value),
-                           *grad_out.stride(), *x.stride(), *out.stride(), KTOT=ktot, KH=kh, KW=kw, SH=sh, SW=sw,
-                           PH=ph, PW=pw, PRECISION=precision, SPLIT=split, CHANNELS_FAST=_channels_fast(x),
-                           **config)
+    m, dg, ktot = n * ho * wo, d // groups, cg * kh * kw
+    config = dict(CONFIGS["weight_gradient"])
+    bd, bm = config["BLOCK_D"], config["BLOCK_M"]
+    tap_order = cg >= TAPS_FROM
+    if tap_order:
+        config["BLOCK_K"] = _block_k(cg, config["BLOCK_K"])
+        k_tiles = kh * kw * triton.cdiv(cg, config["BLOCK_K"])
+    else:
+        k_tiles = triton.cdiv(ktot, config["BLOCK_K"])
+    tiles = triton.cdiv(dg, bd) * k_tiles * groups
+    split, chunk = _split(m, tiles, bm, x.device)
+    # One part: straight into the gradient; several: partial sums in float32, added below.
+    out = torch.empty(split, d, cg, kh, kw, dtype=grad_out.dtype if split == 1 else torch.float32,
+                      device=grad_out.device)
+    grid = (triton.cdiv(dg, bd), k_tiles, groups * split)
+    geometry = dict(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, PRECISION=precision, SPLIT=split)
+    common = (grad_out, x, out, m, chunk, h, w, ho, wo)
+    strides = (*grad_out.stride(), *x.stride(), *out.stride())
+    if tap_order:
+        taps.weight_gradient[grid](*common, float(pad_value), *strides, CG=cg, DG=dg, FRAME=pad_value != 0,
+                                   **geometry, **config)
+    else:
+        _weight_gradient[grid](*common, cg, dg, float(pad_value), *strides, KTOT=ktot,
+                               CHANNELS_FAST=_channels_fast(x), **geometry, **config)
     return out[0] if split == 1 else out.sum(0).to(grad_out.dtype)
 
 
@@ -199,20 +280,9 @@ def _precision(x: torch.Tensor) -> str:
 class TritonConvolution2d(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, pad_value, groups):
-        n, c, h, w = x.shape
-        d, cg, kh, kw = weight.shape
-        (sh, sw), (ph, pw) = stride, padding
-        ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
-        # Channels-last, as the tensor-op paths return it (and the next layer reads it).
-        out = torch.empty(n, ho, wo, d, dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
-        m = n * ho * wo
-        config = CONFIGS["forward"]
-        bm, bn = config["BLOCK_M"], config["BLOCK_N"]
-        grid = (triton.cdiv(m, bm), triton.cdiv(d // groups, bn), groups)
-        _forward[grid](x, weight, bias if bias is not None else weight, out, m, h, w, ho, wo, cg, d // groups,
-                       float(pad_value), *x.stride(), *weight.stride(), *out.stride(), KTOT=cg * kh * kw,
-                       KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, HAS_BIAS=bias is not None,
-                       PRECISION=_precision(x), CHANNELS_FAST=_channels_fast(x), **config)
+        if weight.shape[1] >= TAPS_FROM:  # a tap's maps side by side (one copy if they are not)
+            x = _channels_last(x)
+        out = _forward_of(x, weight, bias, stride, padding, pad_value, groups)
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None,
                               weight if ctx.needs_input_grad[0] else None)
         ctx.geometry = (x.shape, weight.shape, stride, padding, pad_value, groups, bias is not None and bias.dim())
@@ -221,25 +291,16 @@ class TritonConvolution2d(Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        (n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), pad_value, groups, bias_dim = ctx.geometry
-        ho, wo = grad_out.shape[-2:]
+        shape, (d, cg, kh, kw), stride, padding, pad_value, groups, bias_dim = ctx.geometry
         precision = _precision(grad_out)
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0] and (sh, sw) == (1, 1):
-            grad_x = torch.empty(n, h, w, c, dtype=grad_out.dtype, device=grad_out.device).permute(0, 3, 1, 2)
-            m = n * h * w
-            config = CONFIGS["input_gradient"]
-            bm, bn = config["BLOCK_M"], config["BLOCK_N"]
-            grid = (triton.cdiv(m, bm), triton.cdiv(cg, bn), groups)
-            _input_gradient[grid](grad_out, weight, grad_x, m, h, w, ho, wo, cg, d // groups, *grad_out.stride(),
-                                  *weight.stride(), *grad_x.stride(), KTOT=(d // groups) * kh * kw, KH=kh, KW=kw,
-                                  PH=ph, PW=pw, PRECISION=precision, CHANNELS_FAST=_channels_fast(grad_out), **config)
+        if ctx.needs_input_grad[0] and tuple(stride) == (1, 1):
+            grad_x = _input_gradient_of(grad_out, weight, shape, padding, groups, precision)
         elif ctx.needs_input_grad[0]:  # a strided layer: the tensor-op path's overlap-add
             grad_x = large_backward((True, False, False), grad_out, None, _kernel_matrix(weight, groups), None,
-                                    ((n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), groups, bias_dim))[0]
+                                    (shape, (d, cg, kh, kw), stride, padding, groups, bias_dim))[0]
         if ctx.needs_input_grad[1]:
-            grad_w = _weight_gradient_of(grad_out, x, (d, cg, kh, kw), (sh, sw), (ph, pw), pad_value, groups,
-                                         precision)
+            grad_w = _weight_gradient_of(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups, precision)
         if ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(dim=(0, 2, 3))
         return grad_x, grad_w, grad_b, None, None, None, None

@@ -63,7 +63,7 @@ def conv2d(
     _check_bias(bias, weight.shape[0], out_size)
     n_cols = x.shape[0] * out_size[0] * out_size[1] * weight.shape[1] * groups * weight.shape[2] * weight.shape[3]
     impl = SmallConvolution2d if n_cols < SMALL_COLUMNS else LargeConvolution2d
-    if _triton.wanted(x) and x.dtype != torch.float64 and (bias is None or bias.dim() == 1):
+    if _triton.wanted(x, "conv") and x.dtype != torch.float64 and (bias is None or bias.dim() == 1):
         from ._triton_conv import TritonConvolution2d
 
         impl = TritonConvolution2d

@@ -161,7 +161,7 @@ def _pool_args(x, kernel_size, stride, rank, name):
 def max_pool2d(x: torch.Tensor, kernel_size, stride=None) -> torch.Tensor:
     """Max pooling over (kh, kw) windows every ``stride`` (default: the window, no overlap)."""
     kernel, stride = _pool_args(x, kernel_size, stride, 4, "max pooling")
-    if _triton.wanted(x):
+    if _triton.wanted(x, "pool"):
         from ._triton_pool import TritonMaxPooling2d
 
         return TritonMaxPooling2d.apply(x, kernel, stride)
