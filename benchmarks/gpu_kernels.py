@@ -4,7 +4,8 @@
   a float64 reference, at strict fp32, TF32 and bf16 autocast -- beside PyTorch's own layer
   (cuDNN) at the same setting, so the error of the hand-written kernels reads against the
   error the library makes with the same arithmetic;
-* tile sizes: each convolution kernel (forward, input gradient, weight gradient) timed with
+* the weight gradient of every convolution by Triton's implicit product and by columns + GEMM;
+* with ``--tiles``, tile sizes: each convolution kernel (forward, input gradient, weight gradient) timed with
   a few candidate ``_triton_conv.CONFIGS`` on AlexNet's conv2, conv3 and conv1's weight gradient at batch 128, at TF32
   and bf16 (medians of CUDA-event timings, ``triton.testing.do_bench``).
 
@@ -153,18 +154,45 @@ def tile_sizes(batch: int, layers=("conv2", "conv3", "conv1")) -> dict:
     return {"candidates": CANDIDATES, "ms": out}
 
 
+def weight_gradient_paths(batch: int, layers=tuple(CONVS)) -> dict:
+    """Milliseconds of each layer's weight gradient alone: Triton's implicit product against the
+    columns and one GEMM (``_triton_conv.WEIGHT_GRADIENT``), TF32 and bf16."""
+    from convrepro.nn.functional import _triton_conv
+
+    default, out = _triton_conv.WEIGHT_GRADIENT, {}
+    for name in layers:
+        (c, size), ours, _, (w, b) = _layer(name)
+        for setting in ("tf32", "bf16"):
+            dtype = torch.bfloat16 if setting == "bf16" else torch.float32
+            _setting(setting)
+            x = torch.randn(batch, c, size, size, device="cuda", dtype=dtype).contiguous(
+                memory_format=torch.channels_last)
+            wd, bd = w.cuda().to(dtype), b.cuda().to(dtype)
+            runs = _runs(ours, x, wd, bd, torch.randn_like(ours(x, wd, bd)))
+            row = {}
+            for path in ("triton", "columns"):
+                _triton_conv.WEIGHT_GRADIENT = path
+                row[path] = _bench(runs["weight_gradient"]) - _bench(runs["forward"])
+            _triton_conv.WEIGHT_GRADIENT = default
+            out.setdefault(name, {})[setting] = row
+            print(f"weight gradient {name} {setting}: triton {row['triton']:.3f} ms, columns {row['columns']:.3f} ms")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--exact-batch", type=int, default=16)
-    parser.add_argument("--skip-tiles", action="store_true")
+    parser.add_argument("--skip-exactness", action="store_true")
+    parser.add_argument("--tiles", action="store_true", help="also time the candidate tile sizes")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu_kernels: no CUDA device on this machine; nothing measured (run it where a GPU is)")
         return 0
     result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
-    sections = [("exactness", lambda: exactness(args.exact_batch))]
-    if not args.skip_tiles:
+    sections = [] if args.skip_exactness else [("exactness", lambda: exactness(args.exact_batch))]
+    sections.append(("weight_gradient_ms", lambda: weight_gradient_paths(args.batch)))
+    if args.tiles:
         sections.append(("tiles", lambda: tile_sizes(args.batch)))
     failed = False
     for key, section in sections:

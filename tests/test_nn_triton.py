@@ -73,12 +73,13 @@ def test_max_pool_kernel_lets_nan_win_like_pytorch():
     ((2, 16, 5, 5), (16, 16, 3, 3), 1, 1, -1.0, 1, False),  # every kernel tap-ordered, with the frame
 ])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("split", [False, True])
-def test_convolution_kernel_matches_flipped_pytorch(case, layout, split, monkeypatch):
+@pytest.mark.parametrize("weight_gradient", ["triton", "triton split", "columns"])
+def test_convolution_kernel_matches_flipped_pytorch(case, layout, weight_gradient, monkeypatch):
     from convrepro.nn.functional import _triton_conv
     from convrepro.nn.functional._triton_conv import TritonConvolution2d
 
-    if split:  # the weight gradient's sum over positions shared out, as on a GPU with idle multiprocessors
+    monkeypatch.setattr(_triton_conv, "WEIGHT_GRADIENT", weight_gradient.split()[0])
+    if weight_gradient == "triton split":  # the sum over positions shared out, as on a GPU with idle multiprocessors
         monkeypatch.setattr(_triton_conv, "programs_wanted", lambda device: 64)
         monkeypatch.setitem(_triton_conv.CONFIGS, "weight_gradient", {**_triton_conv.CONFIGS["weight_gradient"],
                                                                        "BLOCK_M": 16})

@@ -34,16 +34,22 @@ import triton.language as tl
 from torch.autograd import Function
 
 from . import _triton_conv_taps as taps
-from ._conv_large import _kernel_matrix, large_backward
+from ._conv_large import _kernel_matrix, _padded_channels_last, large_backward
 from ._triton_grid import split
 from .sizes import output_size
 
 # Tile sizes and launch shape per kernel (M: positions, N: maps, K: the summed index; the
 # weight gradient's tile is D maps x K taps, summed over M): the best of the candidates that
 # ``benchmarks/gpu_kernels.py`` timed on an H100 (AlexNet's conv1-conv3, TF32 and bf16).
-CONFIGS = {"forward": dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+CONFIGS = {"forward": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=3),
            "input_gradient": dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
            "weight_gradient": dict(BLOCK_D=64, BLOCK_K=64, BLOCK_M=64, num_warps=4, num_stages=3)}
+# How the weight gradient is summed: "columns" lays the receptive fields out once (im2col, as
+# the tensor-op path does) and multiplies them by the output gradient in one GEMM per group;
+# "triton" is the implicit product below, which never stores the columns.  Its sum runs
+# over every position of the batch with small output tiles, and on an H100 it took 2-5x
+# the time of the columns (``benchmarks/gpu_kernels.py``, README).
+WEIGHT_GRADIENT = "columns"
 # Maps per group from which the tap-ordered kernels (``_triton_conv_taps``) run: below it a
 # tile of maps would be mostly padding (AlexNet's conv1 reads 3).
 TAPS_FROM = 16
@@ -299,7 +305,11 @@ class TritonConvolution2d(Function):
         elif ctx.needs_input_grad[0]:  # a strided layer: the tensor-op path's overlap-add
             grad_x = large_backward((True, False, False), grad_out, None, _kernel_matrix(weight, groups), None,
                                     (shape, (d, cg, kh, kw), stride, padding, groups, bias_dim))[0]
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and WEIGHT_GRADIENT == "columns":
+            xp = _padded_channels_last(x, *padding, pad_value)
+            grad_w = large_backward((False, True, False), grad_out, xp, None, None,
+                                    (shape, (d, cg, kh, kw), stride, padding, groups, bias_dim))[1]
+        elif ctx.needs_input_grad[1]:
             grad_w = _weight_gradient_of(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups, precision)
         if ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(dim=(0, 2, 3))
