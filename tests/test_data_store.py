@@ -227,3 +227,55 @@ def test_whole_batch_augmentation_gives_the_per_image_numbers(per_channel):
         outs.append(augment.centre_batch(x, crop, mean, 1.0, whole_batch=whole).clone())
     torch.testing.assert_close(outs[4], outs[2], rtol=0, atol=0)
     torch.testing.assert_close(outs[5], outs[3], rtol=0, atol=0)
+
+
+def test_per_image_augmentation_on_two_threads_gives_one_threads_numbers():
+    """The CPU deals the images out to threads; the draws come first, so the batch is the same."""
+    x = torch.randint(0, 256, (9, 20, 20, 3), dtype=torch.uint8)
+    mean, lam, p = torch.rand(20, 20, 3) * 255, torch.tensor([0.2, 0.02, 0.005]), torch.eye(3)
+    outs, threads = [], torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            torch.manual_seed(3)
+            outs.append(augment.train_batch(x, 13, mean, lam, p, 0.1, True, 1.0, whole_batch=False).clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_an_error_on_an_image_thread_reaches_the_caller():
+    from convrepro.threads import image_by_image
+
+    seen = []
+
+    def fn(i):
+        seen.append(i)
+        if i == 5:
+            raise ValueError("image 5")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(ValueError, match="image 5"):
+            image_by_image(fn, 8)
+    finally:
+        torch.set_num_threads(threads)
+    assert 5 in seen
+
+
+def test_batches_read_in_the_training_process_come_from_three_kept_buffers():
+    from convrepro.data.images.datamodule import default_workers
+    from convrepro.data.images.store import StoreSplit
+
+    images = np.random.default_rng(0).integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
+    split = StoreSplit(images, np.arange(10), list(range(10)))
+    batches = []
+    for asked in ([3, 1], [0, 9], [4, 2], [8, 5]):
+        x, y = split.__getitems__(asked)
+        assert y.tolist() == sorted(asked) and torch.equal(x, torch.from_numpy(images[sorted(asked)]))
+        batches.append((x, y))
+    assert batches[3][0].data_ptr() == batches[0][0].data_ptr()  # the fourth reuses the first's
+    assert len({b[0].data_ptr() for b in batches[:3]}) == 3
+    if not torch.cuda.is_available():
+        assert default_workers("store") == 0  # no GPU: read where the model trains

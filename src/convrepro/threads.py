@@ -9,7 +9,8 @@ every such op by one to two orders of magnitude (measured: LeCun passes of 5 s b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -26,3 +27,28 @@ def one_thread(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def image_by_image(fn: Callable[[int], None], count: int, on_cpu: bool = True) -> None:
+    """``fn(0)``, ..., ``fn(count - 1)``: a few tensor ops on one image each, writing disjoint outputs.
+
+    On a CPU the images are dealt out to as many Python threads as torch had intra-op threads
+    (tensor ops release the GIL), each op on one thread: the cores work on different images
+    instead of synchronising over each small op.  Elsewhere (a GPU) one plain loop.
+    """
+    if not on_cpu:
+        for i in range(count):
+            fn(i)
+        return
+    threads = min(torch.get_num_threads(), count)
+    with one_thread():
+        if threads <= 1:
+            for i in range(count):
+                fn(i)
+            return
+        pool = _POOLS.get(threads) or _POOLS.setdefault(threads, ThreadPoolExecutor(threads, "convrepro-images"))
+        for _ in pool.map(lambda k: [fn(i) for i in range(k, count, threads)], range(threads)):
+            pass  # re-raises the first error
