@@ -39,7 +39,7 @@ def default_workers(source: str = "jpeg") -> int:
     reading the store is a memory copy, which a few keep ahead of any GPU.  Without a GPU
     the store is read in the training process: the CPU's training step dwarfs a 3 ms gather,
     and a worker would only add a copy of every batch into shared memory (measured on 2
-    cores, 227 px: 1,500-2,200 images/s with one worker against 2,700-3,400 without)."""
+    cores, 227 px: 2,078-3,013 images/s with one worker against 3,859-4,442 without)."""
     cores = max(1, min(16, (os.cpu_count() or 2) - 1))
     if source == "jpeg":
         return cores

@@ -134,8 +134,8 @@ class StoreSplit(Dataset):
     def __getitems__(self, positions: list[int]):
         rows = np.sort(self.indices[positions])
         labels = torch.from_numpy(self.labels[rows])
-        if get_worker_info() is not None or not isinstance(self.images, np.ndarray) \
-                or isinstance(self.images, np.memmap):
+        if get_worker_info() is not None or not self.images.flags.writeable:
+            # In a worker, or from a read-only map (which torch will not wrap): a fresh batch.
             return torch.from_numpy(self.images[rows]), labels
         shape = (len(rows), *self.images.shape[1:])
         if not self._ring or self._ring[0].shape != shape:
