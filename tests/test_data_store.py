@@ -279,3 +279,29 @@ def test_batches_read_in_the_training_process_come_from_three_kept_buffers():
     assert len({b[0].data_ptr() for b in batches[:3]}) == 3
     if not torch.cuda.is_available():
         assert default_workers("store") == 0  # no GPU: read where the model trains
+
+
+def test_image_threads_keep_the_callers_inference_mode():
+    """Lightning evaluates under inference mode, which is per thread: its tensors stay writable
+    on the images' threads."""
+    from convrepro.threads import image_by_image
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            out = torch.zeros(4, 3)  # an inference tensor
+            image_by_image(lambda i: out[i].add_(i), 4)
+    finally:
+        torch.set_num_threads(threads)
+    assert out.sum(dim=1).tolist() == [0.0, 3.0, 6.0, 9.0]
+
+
+def test_buffers_first_made_in_evaluation_take_training_batches():
+    x = torch.randint(0, 256, (3, 20, 20, 3), dtype=torch.uint8)
+    mean, lam, p = torch.rand(20, 20, 3) * 255, torch.tensor([0.2, 0.02, 0.005]), torch.eye(3)
+    with torch.inference_mode():
+        augment.centre_batch(x, 11, mean, 1.0)  # the first (3, 11, 33) buffers
+        augment.centre_batch(x, 11, mean, 1.0)
+    out = augment.train_batch(x, 11, mean, lam, p, 0.1, True, 1.0)
+    assert not out.is_inference()

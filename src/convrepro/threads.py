@@ -49,6 +49,15 @@ def image_by_image(fn: Callable[[int], None], count: int, on_cpu: bool = True) -
             for i in range(count):
                 fn(i)
             return
+        # Grad and inference mode are per thread: the images' threads take the caller's
+        # (Lightning evaluates under inference mode, whose tensors others may not write).
+        inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+        def share(k: int) -> None:
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                for i in range(k, count, threads):
+                    fn(i)
+
         pool = _POOLS.get(threads) or _POOLS.setdefault(threads, ThreadPoolExecutor(threads, "convrepro-images"))
-        for _ in pool.map(lambda k: [fn(i) for i in range(k, count, threads)], range(threads)):
+        for _ in pool.map(share, range(threads)):
             pass  # re-raises the first error

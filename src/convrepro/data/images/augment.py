@@ -50,7 +50,12 @@ def _output(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """
     if device.type != "cpu":
         return torch.empty(shape, device=device)
-    ring = _RING.setdefault(shape, [torch.empty(shape), torch.empty(shape), 0])
+    if shape not in _RING:
+        # Normal tensors even when first asked for under inference mode (Lightning's
+        # evaluation): a training batch may later be written into them.
+        with torch.inference_mode(False):
+            _RING[shape] = [torch.empty(shape), torch.empty(shape), 0]
+    ring = _RING[shape]
     ring[2] ^= 1
     return ring[ring[2]]
 
@@ -115,7 +120,8 @@ def _scratch(shape: torch.Size, device: torch.device) -> torch.Tensor:
     key = (tuple(shape), device)
     buffers = _LOCAL.__dict__.setdefault("buffers", {})
     if key not in buffers:
-        buffers[key] = torch.empty(shape, device=device)
+        with torch.inference_mode(False):  # see _output
+            buffers[key] = torch.empty(shape, device=device)
     return buffers[key]
 
 

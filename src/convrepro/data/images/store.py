@@ -139,7 +139,8 @@ class StoreSplit(Dataset):
             return torch.from_numpy(self.images[rows]), labels
         shape = (len(rows), *self.images.shape[1:])
         if not self._ring or self._ring[0].shape != shape:
-            self._ring = [torch.empty(shape, dtype=torch.uint8) for _ in range(self.RING)]
+            with torch.inference_mode(False):  # writable whatever mode reads first
+                self._ring = [torch.empty(shape, dtype=torch.uint8) for _ in range(self.RING)]
         self._turn = (self._turn + 1) % self.RING
         out = self._ring[self._turn]
         torch.index_select(torch.from_numpy(self.images), 0, torch.from_numpy(rows), out=out)
