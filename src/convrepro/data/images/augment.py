@@ -91,9 +91,10 @@ def _centred_window(o: torch.Tensor, image: torch.Tensor, mean: torch.Tensor, me
 
     One pass over ``o`` (two with a scale): what is subtracted -- the mean's window minus the
     colour, times the scale -- is formed first in a scratch block that stays in the core's
-    cache, then one mixed uint8 - float32 subtraction writes ``o``.  On a CPU the memory
-    traffic is the cost: a pass per term (copy, subtract, add) ran at ~4,900 images/s on
-    227-px batches, this at ~6,500 (one synthetic batch, 2 cores)."""
+    cache, then one mixed uint8 - float32 subtraction writes ``o`` (PyTorch converts the
+    window into a temporary first; converting into a kept block instead measured no faster).
+    On a CPU the memory traffic is the cost: a pass per term (copy, subtract, add) ran at
+    ~4,900 images/s on 227-px batches, this at ~6,500 (one synthetic batch, 2 cores)."""
     window = image[top:top + crop, left:left + crop]
     if reflected:
         window = window.flip(1)
