@@ -129,6 +129,8 @@ def main() -> int:
     parser.add_argument("--settings", default="fp32,tf32,bf16,fp16", help="arithmetic settings of the model section")
     parser.add_argument("--no-channels-last", action="store_true", help="model section in the contiguous layout only")
     parser.add_argument("--skip-input", action="store_true", help="leave out the input pipeline and end-to-end runs")
+    parser.add_argument("--skip-paths", action="store_true",
+                        help="leave out the tensor-op path and the pools-only Triton path (the comparisons)")
     parser.add_argument("--out", default=str(RESULTS / "gpu.json"))
     parser.add_argument("--learn-epochs", type=int, default=0,
                         help="also train the GPU default and the paper's exact init this many passes (0: skip)")
@@ -151,7 +153,7 @@ def main() -> int:
     result["layers_tf32"] = {} if args.skip_model else layer_ratios(args.batch, args.repeats)
     print("per layer, hand-written / PyTorch (fwd+bwd, TF32): "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["layers_tf32"].items()))
-    if not args.skip_model:  # the same without the Triton kernels, and with the pools' alone
+    if not (args.skip_model or args.skip_paths):  # the same without the Triton kernels, and with the pools' alone
         os.environ["CONVREPRO_TRITON"] = "0"
         result["layers_tf32_tensor_ops"] = layer_ratios(args.batch, args.repeats)
         print("per layer, tensor-op path (CONVREPRO_TRITON=0): "

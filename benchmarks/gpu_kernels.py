@@ -5,6 +5,8 @@
   (cuDNN) at the same setting, so the error of the hand-written kernels reads against the
   error the library makes with the same arithmetic;
 * the weight gradient of every convolution by Triton's implicit product and by columns + GEMM;
+* with ``--parts``, each convolution's forward, input gradient and weight gradient alone against
+  cuDNN's, and each max pool's forward and backward against PyTorch's;
 * with ``--tiles``, tile sizes: each convolution kernel (forward, input gradient, weight gradient) timed with
   a few candidate ``_triton_conv.CONFIGS`` on AlexNet's conv2, conv3 and conv1's weight gradient at batch 128, at TF32
   and bf16 (medians of CUDA-event timings, ``triton.testing.do_bench``).
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -115,7 +118,7 @@ def _runs(ours, x, w, b, gy) -> dict:
             "weight_gradient": lambda: torch.autograd.grad(ours(x, wg, b), wg, gy)}
 
 
-def tile_sizes(batch: int, layers=("conv2", "conv3", "conv1")) -> dict:
+def tile_sizes(batch: int, layers=("conv2", "conv3", "conv1"), kernels=tuple(CANDIDATES)) -> dict:
     from convrepro.nn.functional import _triton_conv
 
     default = {k: dict(v) for k, v in _triton_conv.CONFIGS.items()}
@@ -132,7 +135,7 @@ def tile_sizes(batch: int, layers=("conv2", "conv3", "conv1")) -> dict:
             gy = torch.randn_like(y)
             runs = _runs(ours, x, wd, bd, gy)
             for kernel, candidates in CANDIDATES.items():
-                if name == "conv1" and kernel != "weight_gradient":
+                if kernel not in kernels or name == "conv1" and kernel != "weight_gradient":
                     continue  # the image needs no gradient; its forward is conv2's kind of product
                 times = []
                 for config in candidates:
@@ -179,21 +182,86 @@ def weight_gradient_paths(batch: int, layers=tuple(CONVS)) -> dict:
     return out
 
 
+def parts(batch: int, layers=("conv2", "conv3", "conv4", "conv5")) -> dict:
+    """Milliseconds of each convolution's forward, input gradient and weight gradient alone,
+    hand-written and cuDNN's, TF32 and bf16 -- which part leaves the layer's ratio -- with the
+    input gradient also from the kernel stored maps-last (the layout it read before
+    ``_output_maps_last``); and each max pool's forward and backward against PyTorch's, with
+    the host's time per call (a kernel shorter than its launch is timed at the launch)."""
+    from convrepro.nn.functional import _triton_conv
+
+    out = {}
+    for name in layers:
+        (c, size), ours, ref, (w, b) = _layer(name)
+        for setting in ("tf32", "bf16"):
+            dtype = torch.bfloat16 if setting == "bf16" else torch.float32
+            _setting(setting)
+            x = torch.randn(batch, c, size, size, device="cuda", dtype=dtype).contiguous(
+                memory_format=torch.channels_last)
+            wd, bd = w.cuda().to(dtype), b.cuda().to(dtype)
+            gy = torch.randn_like(ours(x, wd, bd))
+            row = {}
+            for who, fn in (("hand_written", ours), ("cudnn", ref)):
+                runs = _runs(fn, x, wd, bd, gy)
+                forward = _bench(runs["forward"])
+                row[who] = {"forward": forward, **{k: _bench(runs[k]) - forward
+                                                   for k in ("input_gradient", "weight_gradient")}}
+            current = _triton_conv._output_maps_last
+            _triton_conv._output_maps_last = _triton_conv._maps_last
+            try:
+                runs = _runs(ours, x, wd, bd, gy)
+                row["input_gradient_maps_last"] = _bench(runs["input_gradient"]) - row["hand_written"]["forward"]
+            finally:
+                _triton_conv._output_maps_last = current
+            out.setdefault(name, {})[setting] = row
+            print(f"parts {name} {setting}: " + ", ".join(
+                f"{k} {row['hand_written'][k]:.3f}/{row['cudnn'][k]:.3f}" for k in row["cudnn"])
+                + f" ms (hand-written/cuDNN); input gradient maps-last {row['input_gradient_maps_last']:.3f} ms")
+    _setting("tf32")
+    for name in POOLS:
+        (c, size), ours, ref, _ = _layer(name)
+        x = torch.randn(batch, c, size, size, device="cuda").relu().contiguous(memory_format=torch.channels_last)
+        row = {}
+        for who, fn in (("hand_written", ours), ("pytorch", ref)):
+            xg = x.clone().requires_grad_()
+            y = fn(xg)
+            gy = torch.randn_like(y)
+            forward = _bench(lambda fn=fn, x=x: fn(x))
+            both = _bench(lambda fn=fn, xg=xg, gy=gy: torch.autograd.grad(fn(xg), xg, gy))
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(200):
+                torch.autograd.grad(fn(xg), xg, gy)
+            host = (time.perf_counter() - start) / 200 * 1e3
+            torch.cuda.synchronize()
+            row[who] = {"forward": forward, "backward": both - forward, "host_per_call": host}
+        out[name] = row
+        print(f"parts {name}: " + ", ".join(f"{k} {row['hand_written'][k]:.3f}/{row['pytorch'][k]:.3f}"
+                                             for k in row["pytorch"]) + " ms (hand-written/PyTorch)")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--exact-batch", type=int, default=16)
     parser.add_argument("--skip-exactness", action="store_true")
-    parser.add_argument("--tiles", action="store_true", help="also time the candidate tile sizes")
+    parser.add_argument("--tiles", nargs="?", const=",".join(CANDIDATES), default="",
+                        help="also time the candidate tile sizes (of these kernels, comma-separated: all if none)")
+    parser.add_argument("--skip-weight-gradient", action="store_true", help="leave out the weight-gradient paths")
+    parser.add_argument("--parts", action="store_true", help="also time each layer's forward and gradients alone")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu_kernels: no CUDA device on this machine; nothing measured (run it where a GPU is)")
         return 0
     result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
     sections = [] if args.skip_exactness else [("exactness", lambda: exactness(args.exact_batch))]
-    sections.append(("weight_gradient_ms", lambda: weight_gradient_paths(args.batch)))
+    if not args.skip_weight_gradient:
+        sections.append(("weight_gradient_ms", lambda: weight_gradient_paths(args.batch)))
+    if args.parts:
+        sections.append(("parts", lambda: parts(args.batch)))
     if args.tiles:
-        sections.append(("tiles", lambda: tile_sizes(args.batch)))
+        sections.append(("tiles", lambda: tile_sizes(args.batch, kernels=args.tiles.split(","))))
     failed = False
     for key, section in sections:
         try:

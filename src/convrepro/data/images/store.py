@@ -134,10 +134,18 @@ class StoreSplit(Dataset):
     def __getitems__(self, positions: list[int]):
         rows = np.sort(self.indices[positions])
         labels = torch.from_numpy(self.labels[rows])
-        if get_worker_info() is not None or not self.images.flags.writeable:
-            # In a worker, or from a read-only map (which torch will not wrap): a fresh batch.
-            return torch.from_numpy(self.images[rows]), labels
         shape = (len(rows), *self.images.shape[1:])
+        if get_worker_info() is not None and self.images.flags.writeable:
+            # A worker's batch goes to the training process through shared memory: gather it
+            # there at once, as PyTorch's own collate does, instead of into fresh private
+            # pages that the queue would copy again.
+            out = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(int(np.prod(shape))))
+            out = out.view(shape)
+            torch.index_select(torch.from_numpy(self.images), 0, torch.from_numpy(rows), out=out)
+            return out, labels
+        if get_worker_info() is not None or not self.images.flags.writeable:
+            # A read-only map (which torch will not wrap): a fresh batch.
+            return torch.from_numpy(self.images[rows]), labels
         if not self._ring or self._ring[0].shape != shape:
             with torch.inference_mode(False):  # writable whatever mode reads first
                 self._ring = [torch.empty(shape, dtype=torch.uint8) for _ in range(self.RING)]
