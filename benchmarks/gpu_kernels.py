@@ -183,62 +183,91 @@ def weight_gradient_paths(batch: int, layers=tuple(CONVS)) -> dict:
 
 
 def parts(batch: int, layers=("conv2", "conv3", "conv4", "conv5")) -> dict:
-    """Milliseconds of each convolution's forward, input gradient and weight gradient alone,
-    hand-written and cuDNN's, TF32 and bf16 -- which part leaves the layer's ratio -- with the
-    input gradient also from the kernel stored maps-last (the layout it read before
-    ``_output_maps_last``); and each max pool's forward and backward against PyTorch's, with
-    the host's time per call (a kernel shorter than its launch is timed at the launch)."""
-    from convrepro.nn.functional import _triton_conv
-
+    """Milliseconds of each convolution's forward, input gradient and weight gradient, each kernel
+    called alone (no autograd around it), hand-written and cuDNN's (``torch.nn.grad``), TF32 and
+    bf16 -- which part leaves the layer's ratio -- with the input gradient also from the kernel
+    stored maps-last (its layout before ``_output_maps_last``) and the weight gradient by both
+    paths; and each max pool's forward and backward on the device (profiler) and the host's
+    time per forward + backward call, against PyTorch's."""
     out = {}
     for name in layers:
-        (c, size), ours, ref, (w, b) = _layer(name)
+        (c, size), _, _, (w, b) = _layer(name)
+        *_, s, p, groups = CONVS[name]
         for setting in ("tf32", "bf16"):
             dtype = torch.bfloat16 if setting == "bf16" else torch.float32
             _setting(setting)
+            precision = "tf32" if setting == "tf32" else "ieee"
             x = torch.randn(batch, c, size, size, device="cuda", dtype=dtype).contiguous(
                 memory_format=torch.channels_last)
             wd, bd = w.cuda().to(dtype), b.cuda().to(dtype)
-            gy = torch.randn_like(ours(x, wd, bd))
-            row = {}
-            for who, fn in (("hand_written", ours), ("cudnn", ref)):
-                runs = _runs(fn, x, wd, bd, gy)
-                forward = _bench(runs["forward"])
-                row[who] = {"forward": forward, **{k: _bench(runs[k]) - forward
-                                                   for k in ("input_gradient", "weight_gradient")}}
-            current = _triton_conv._output_maps_last
-            _triton_conv._output_maps_last = _triton_conv._maps_last
-            try:
-                runs = _runs(ours, x, wd, bd, gy)
-                row["input_gradient_maps_last"] = _bench(runs["input_gradient"]) - row["hand_written"]["forward"]
-            finally:
-                _triton_conv._output_maps_last = current
+            row = _conv_parts(x, wd, bd, s, p, groups, precision)
             out.setdefault(name, {})[setting] = row
             print(f"parts {name} {setting}: " + ", ".join(
                 f"{k} {row['hand_written'][k]:.3f}/{row['cudnn'][k]:.3f}" for k in row["cudnn"])
-                + f" ms (hand-written/cuDNN); input gradient maps-last {row['input_gradient_maps_last']:.3f} ms")
+                + f" ms (hand-written/cuDNN); input gradient maps-last {row['input_gradient_maps_last']:.3f}, "
+                f"weight gradient by Triton {row['hand_written']['weight_gradient_triton']:.3f} ms")
     _setting("tf32")
     for name in POOLS:
         (c, size), ours, ref, _ = _layer(name)
         x = torch.randn(batch, c, size, size, device="cuda").relu().contiguous(memory_format=torch.channels_last)
-        row = {}
-        for who, fn in (("hand_written", ours), ("pytorch", ref)):
-            xg = x.clone().requires_grad_()
-            y = fn(xg)
-            gy = torch.randn_like(y)
-            forward = _bench(lambda fn=fn, x=x: fn(x))
-            both = _bench(lambda fn=fn, xg=xg, gy=gy: torch.autograd.grad(fn(xg), xg, gy))
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(200):
-                torch.autograd.grad(fn(xg), xg, gy)
-            host = (time.perf_counter() - start) / 200 * 1e3
-            torch.cuda.synchronize()
-            row[who] = {"forward": forward, "backward": both - forward, "host_per_call": host}
-        out[name] = row
-        print(f"parts {name}: " + ", ".join(f"{k} {row['hand_written'][k]:.3f}/{row['pytorch'][k]:.3f}"
-                                             for k in row["pytorch"]) + " ms (hand-written/PyTorch)")
+        out[name] = {who: _pool_times(fn, x) for who, fn in (("hand_written", ours), ("pytorch", ref))}
+        print(f"parts {name}: " + ", ".join(f"{k} {out[name]['hand_written'][k]:.3f}/{out[name]['pytorch'][k]:.3f}"
+                                             for k in out[name]["pytorch"]) + " ms (hand-written/PyTorch)")
     return out
+
+
+def _conv_parts(x, wd, bd, s, p, groups, precision) -> dict:
+    from convrepro.nn.functional import _triton_conv as tc
+    from convrepro.nn.functional._conv_large import _padded_channels_last, large_backward
+
+    gy = torch.randn_like(tc._forward_of(x, wd, bd, (s, s), (p, p), 0.0, groups))
+    geometry = (x.shape, wd.shape, (s, s), (p, p), groups, False)
+    hand = {"forward": lambda: tc._forward_of(x, wd, bd, (s, s), (p, p), 0.0, groups),
+            "input_gradient": lambda: tc._input_gradient_of(gy, wd, x.shape, (p, p), groups, precision),
+            "weight_gradient": lambda: large_backward((False, True, False), gy, _padded_channels_last(x, p, p, 0.0),
+                                                      None, None, geometry)[1],
+            "weight_gradient_triton": lambda: tc._weight_gradient_of(gy, x, wd.shape, (s, s), (p, p), 0.0, groups,
+                                                                     precision)}
+    cudnn = {"forward": lambda: F.conv2d(x, wd, bd, s, p, 1, groups),
+             "input_gradient": lambda: torch.nn.grad.conv2d_input(x.shape, wd, gy, s, p, 1, groups),
+             "weight_gradient": lambda: torch.nn.grad.conv2d_weight(x, wd.shape, gy, s, p, 1, groups)}
+    row = {"hand_written": {k: _bench(f) for k, f in hand.items()}, "cudnn": {k: _bench(f) for k, f in cudnn.items()}}
+    current, tc._output_maps_last = tc._output_maps_last, tc._maps_last
+    try:
+        row["input_gradient_maps_last"] = _bench(hand["input_gradient"])
+    finally:
+        tc._output_maps_last = current
+    return row
+
+
+def _pool_times(fn, x, calls: int = 50) -> dict:
+    """Device milliseconds per forward and per backward (profiler: every kernel the calls ran,
+    fills included), and host milliseconds per forward + backward call."""
+    xg = x.clone().requires_grad_()
+    gy = torch.randn_like(fn(xg))
+    for _ in range(5):
+        torch.autograd.grad(fn(xg), xg, gy)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        torch.autograd.grad(fn(xg), xg, gy)
+    host = (time.perf_counter() - start) / calls * 1e3
+    torch.cuda.synchronize()
+    forward = _device_ms(lambda: fn(x), calls)
+    return {"forward": forward, "backward": _device_ms(lambda: torch.autograd.grad(fn(xg), xg, gy), calls) - forward,
+            "host_per_call": host}
+
+
+def _device_ms(run, calls: int) -> float:
+    """Milliseconds of device time per call: the sum of the kernels the profiler saw, over ``calls``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            run()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    return sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA") / calls / 1e3
 
 
 def main() -> int:

@@ -104,6 +104,21 @@ def test_convolution_kernel_matches_flipped_pytorch(case, layout, weight_gradien
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize(("dtype", "maps_per_group", "path"), [
+    (torch.float32, 256, "columns"),  # TF32: the implicit product's strided operands are slow
+    (torch.bfloat16, 256, "triton"), (torch.float16, 192, "triton"),
+    (torch.bfloat16, 48, "columns"),  # conv2: 16-wide tiles of input maps
+    (torch.bfloat16, 3, "columns"),
+])
+def test_the_weight_gradient_path_follows_precision_and_maps(dtype, maps_per_group, path, monkeypatch):
+    from convrepro.nn.functional import _triton_conv
+
+    x = torch.empty(1, maps_per_group, 4, 4, dtype=dtype)
+    assert _triton_conv._weight_gradient_path(x, maps_per_group) == path
+    monkeypatch.setattr(_triton_conv, "WEIGHT_GRADIENT", "columns")  # forced, as the benchmark compares them
+    assert _triton_conv._weight_gradient_path(x, maps_per_group) == "columns"
+
+
 def test_paths_the_kernels_do_not_cover_stay_on_tensor_ops():
     from convrepro.nn.functional._conv_small import SmallConvolution2d
 

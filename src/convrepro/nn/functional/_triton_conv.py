@@ -46,10 +46,9 @@ CONFIGS = {"forward": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=8, nu
            "weight_gradient": dict(BLOCK_D=64, BLOCK_K=64, BLOCK_M=64, num_warps=4, num_stages=3)}
 # How the weight gradient is summed: "columns" lays the receptive fields out once (im2col, as
 # the tensor-op path does) and multiplies them by the output gradient in one GEMM per group;
-# "triton" is the implicit product below, which never stores the columns.  Its sum runs
-# over every position of the batch with small output tiles, and on an H100 it took 2-5x
-# the time of the columns (``benchmarks/gpu_kernels.py``, README).
-WEIGHT_GRADIENT = "columns"
+# "triton" is the implicit product below, which never stores the columns; "auto" picks per
+# layer (``_weight_gradient_path``).
+WEIGHT_GRADIENT = "auto"
 # Maps per group from which the tap-ordered kernels (``_triton_conv_taps``) run: below it a
 # tile of maps would be mostly padding (AlexNet's conv1 reads 3).
 TAPS_FROM = 16
@@ -193,10 +192,12 @@ def _maps_last(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _output_maps_last(weight: torch.Tensor) -> torch.Tensor:
-    """The kernel stored (C/G, kh, kw, D), still indexed (d, c, i, j): the input gradient sums
-    over output maps, and TF32 tensor cores (Hopper's wgmma) take a tile only when its summed
-    index is adjacent in memory -- with the maps-last layout the TF32 input gradient measured
-    3-4x its bf16 time on an H100 (bf16 accepts either layout)."""
+    """The kernel stored (C/G, kh, kw, D), still indexed (d, c, i, j): a tap's output maps side
+    by side.  The input gradient sums over output maps, and Hopper's tensor cores read a TF32
+    operand from shared memory only with its summed index adjacent (16-bit operands may lie
+    either way): from the maps-last kernel the TF32 input gradient took 2.4x as long on an
+    H100 (conv2-conv5, batch 128: 1.156/0.594/0.425/0.315 against 0.461/0.247/0.185/0.133 ms);
+    in bf16 the two layouts took the same time together (0.615 against 0.621 ms)."""
     return weight.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)
 
 
@@ -280,6 +281,18 @@ def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, 
     return out[0] if split == 1 else out.sum(0).to(grad_out.dtype)
 
 
+def _weight_gradient_path(x: torch.Tensor, maps_per_group: int) -> str:
+    """"triton" for 16-bit operands whose maps per group fill the 64-wide tile of input maps,
+    else "columns".  Both operands of this product have the summed index (the positions)
+    strided in a channels-last tensor, which TF32 tensor cores do not take from shared
+    memory: at TF32 the implicit product took 1.0-2.5x the columns' time on an H100; in bf16
+    it took 0.53-0.91x on AlexNet's conv3-conv5 (192-256 maps per group) but 1.37x on conv2,
+    whose 48 maps per group leave 16-wide tiles (batch 128, ``benchmarks/gpu_kernels.py --parts``)."""
+    if WEIGHT_GRADIENT != "auto":
+        return WEIGHT_GRADIENT
+    return "triton" if x.element_size() == 2 and maps_per_group % 64 == 0 else "columns"
+
+
 def _channels_fast(t: torch.Tensor) -> bool:
     """Sum over maps fastest where the maps are adjacent in memory (channels-last)."""
     return t.stride(1) == 1 and t.shape[1] > 1
@@ -313,11 +326,12 @@ class TritonConvolution2d(Function):
         elif ctx.needs_input_grad[0]:  # a strided layer: the tensor-op path's overlap-add
             grad_x = large_backward((True, False, False), grad_out, None, _kernel_matrix(weight, groups), None,
                                     (shape, (d, cg, kh, kw), stride, padding, groups, bias_dim))[0]
-        if ctx.needs_input_grad[1] and WEIGHT_GRADIENT == "columns":
+        path = _weight_gradient_path(x, cg) if ctx.needs_input_grad[1] else None
+        if path == "columns":
             xp = _padded_channels_last(x, *padding, pad_value)
             grad_w = large_backward((False, True, False), grad_out, xp, None, None,
                                     (shape, (d, cg, kh, kw), stride, padding, groups, bias_dim))[1]
-        elif ctx.needs_input_grad[1]:
+        elif path == "triton":
             grad_w = _weight_gradient_of(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups, precision)
         if ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(dim=(0, 2, 3))
