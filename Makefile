@@ -45,12 +45,12 @@ bench: install
 	$(PY) benchmarks/alexnet.py --size 128 --batch 64
 	$(PY) benchmarks/alexnet.py --size 227 --batch 128 --repeats 3
 	$(PY) benchmarks/gpu.py
-	$(PY) benchmarks/gpu_kernels.py
+	$(PY) benchmarks/gpu_kernels.py --parts
 
 # AlexNet on one CUDA GPU (under 5 minutes): precisions, layers, input pipeline, one epoch.
 bench-gpu: install
 	$(PY) benchmarks/gpu.py
-	$(PY) benchmarks/gpu_kernels.py
+	$(PY) benchmarks/gpu_kernels.py --parts
 
 # LeCun et al. 1989, faithful settings (23 passes, on-line SGD); prints paper versus run.
 # Extra Hydra overrides: make reproduce-lecun1989 ARGS="optim=sdlm seed=3"

@@ -22,6 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -134,6 +135,36 @@ def input_throughput(size: int, crop: int, batch: int, batches: int, source: str
     seconds = time.perf_counter() - start
     return {"source": source, "workers": dm.num_workers, "whole_batch": whole_batch,
             "images_per_second": n / seconds}
+
+
+def feed_stages(device: torch.device, num_workers: int, images: int = 12800, crop: int = 227,
+                batch: int = 128) -> dict:
+    """Images/s of the store's training loader at three depths -- the loader alone, with the
+    copy to the device, with the augmentation there -- over one whole epoch of a store large
+    enough that no epoch boundary falls inside it (the subset carried to a lent GPU has one
+    every 9 batches).  The pixels are random: reading and copying do not look at them."""
+    from convrepro.data.images.datamodule import ImageFolderDataModule
+
+    dm = ImageFolderDataModule(image_size=256, crop_size=crop, batch_size=batch, check_images=False,
+                               verify_checksums=False, source="store", num_workers=num_workers)
+    dm.setup()
+    pixels = np.random.default_rng(0).integers(0, 256, (images, 256, 256, 3), dtype=np.uint8)
+    dm.splits["train"], dm.indices["train"] = (pixels, np.zeros(images, dtype=np.int64)), list(range(images))
+    out = {}
+    for stage in ("loader", "transfer", "augment"):
+        it = iter(dm.train_dataloader())
+        next(it)
+        _sync(device)
+        start, n = time.perf_counter(), 0
+        for x, y in it:
+            if stage != "loader":
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if stage == "augment":
+                dm.device_transform((x, y), "train")
+            n += len(y)
+        _sync(device)
+        out[stage] = n / (time.perf_counter() - start)
+    return out
 
 
 def ensure_store(size: int) -> None:

@@ -6,7 +6,8 @@ that the numbers the project has to trust can be re-measured on any lent GPU in 
 * every AlexNet layer alone (forward + backward), hand-written / PyTorch's own, at TF32 --
   with the Triton kernels (the default on CUDA) and on the tensor-op path (CONVREPRO_TRITON=0),
   and the whole network at TF32 on the tensor-op path for comparison;
-* the input pipeline: the prepared store and the JPEG folder, augmentation on the GPU;
+* the input pipeline: the prepared store and the JPEG folder, augmentation on the GPU; and the
+  store's loader by stage (alone, + copy to the GPU, + augmentation) over a whole epoch;
 * one end-to-end Imagenette epoch through ``convrepro-train`` with its final evaluation on the GPU.
 
 On a machine without CUDA it says so in one line and exits 0.  Writes ``results/gpu.json``.
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from alexnet import RESULTS, ensure_store, input_throughput, model_throughput  # noqa: E402
+from alexnet import RESULTS, ensure_store, feed_stages, input_throughput, model_throughput  # noqa: E402
 
 from convrepro.nn import functional as cf  # noqa: E402
 
@@ -181,6 +182,9 @@ def main() -> int:
                        "store_per_image_augmentation": input_throughput(*feed, "store", device, whole_batch=False),
                        "store_8_workers": input_throughput(*feed, "store", device, 8),
                        "jpeg": input_throughput(*feed, "jpeg", device)}
+    result["input_stages"] = {f"{w}_workers": feed_stages(device, w) for w in (4, 8)}
+    for key, r in result["input_stages"].items():
+        print(f"store feed by stage, {key}: " + ", ".join(f"{k} {v:.0f}" for k, v in r.items()) + " img/s")
     print("input pipeline to the GPU: " + ", ".join(f"{s} ({r['workers']} workers) {r['images_per_second']:.0f} img/s"
                                                     for s, r in result["input"].items()))
     result["end_to_end"] = [end_to_end(p, args.epochs) for p in ("32-true", "bf16-mixed")]
