@@ -47,7 +47,7 @@ bench: install
 	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/gpu_kernels.py --parts
 
-# AlexNet on one CUDA GPU (under 5 minutes): precisions, layers, input pipeline, one epoch.
+# AlexNet on one CUDA GPU (a few minutes): precisions, layers, input pipeline, one epoch.
 bench-gpu: install
 	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/gpu_kernels.py --parts

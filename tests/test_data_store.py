@@ -281,6 +281,26 @@ def test_batches_read_in_the_training_process_come_from_three_kept_buffers():
         assert default_workers("store") == 0  # no GPU: read where the model trains
 
 
+def test_a_loader_workers_batches_arrive_whole_from_shared_memory(monkeypatch):
+    from convrepro.data.images import store
+    from convrepro.data.images.store import StoreSplit, whole_batch
+
+    images = np.random.default_rng(1).integers(0, 256, (12, 4, 4, 3), dtype=np.uint8)
+    loader = torch.utils.data.DataLoader(StoreSplit(images, np.arange(12) + 100, list(range(12))), batch_size=5,
+                                         shuffle=True, num_workers=1, collate_fn=whole_batch,
+                                         generator=torch.Generator().manual_seed(0))
+    seen = []
+    for x, y in loader:
+        rows = (y - 100).numpy()
+        assert (np.diff(rows) > 0).all() and torch.equal(x, torch.from_numpy(images[rows]))
+        seen += rows.tolist()
+    assert sorted(seen) == list(range(12))
+    # Inside a worker the gather itself lands in shared memory (the queue then copies nothing).
+    monkeypatch.setattr(store, "get_worker_info", lambda: object())
+    x, y = StoreSplit(images, np.arange(12), list(range(12))).__getitems__([7, 2])
+    assert x.is_shared() and torch.equal(x, torch.from_numpy(images[[2, 7]])) and y.tolist() == [2, 7]
+
+
 def test_image_threads_keep_the_callers_inference_mode():
     """Lightning evaluates under inference mode, which is per thread: its tensors stay writable
     on the images' threads."""

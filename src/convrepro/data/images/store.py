@@ -113,8 +113,9 @@ class StoreSplit(Dataset):
     workers: a CPU-only machine), batches are gathered into one of three kept buffers in
     turn: a fresh 25 MB batch is fresh pages, and faulting them in took three times as long
     as the gather (10 against 3 ms at 227 px, batch 128).  A batch therefore stays valid
-    while the next two are read -- Lightning reads one ahead.  A loader worker's batches
-    are fresh: they move to shared memory anyway.
+    while the next two are read -- Lightning reads one ahead.  A loader worker gathers each
+    batch into new shared memory, which its queue then hands over without a copy (on an
+    H100's 16 cores: 10,286 against 9,137 img/s medians with 4 workers, README).
     """
 
     RING = 3
@@ -135,17 +136,15 @@ class StoreSplit(Dataset):
         rows = np.sort(self.indices[positions])
         labels = torch.from_numpy(self.labels[rows])
         shape = (len(rows), *self.images.shape[1:])
-        if get_worker_info() is not None and self.images.flags.writeable:
-            # A worker's batch goes to the training process through shared memory: gather it
-            # there at once, as PyTorch's own collate does, instead of into fresh private
-            # pages that the queue would copy again.
-            out = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(int(np.prod(shape))))
-            out = out.view(shape)
-            torch.index_select(torch.from_numpy(self.images), 0, torch.from_numpy(rows), out=out)
-            return out, labels
-        if get_worker_info() is not None or not self.images.flags.writeable:
-            # A read-only map (which torch will not wrap): a fresh batch.
+        if not self.images.flags.writeable:  # a read-only map, which torch will not wrap
             return torch.from_numpy(self.images[rows]), labels
+        if get_worker_info() is not None:
+            # A worker's batch reaches the training process through shared memory: gather it
+            # there at once (storage made as PyTorch's own collate makes it), not into fresh
+            # private pages that the queue would copy again.
+            out = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(int(np.prod(shape))))
+            torch.index_select(torch.from_numpy(self.images), 0, torch.from_numpy(rows), out=out.view(shape))
+            return out.view(shape), labels
         if not self._ring or self._ring[0].shape != shape:
             with torch.inference_mode(False):  # writable whatever mode reads first
                 self._ring = [torch.empty(shape, dtype=torch.uint8) for _ in range(self.RING)]
