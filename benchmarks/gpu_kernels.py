@@ -118,19 +118,25 @@ def _runs(ours, x, w, b, gy) -> dict:
             "weight_gradient": lambda: torch.autograd.grad(ours(x, wg, b), wg, gy)}
 
 
+def _on_gpu(name: str, batch: int):
+    """(setting, input, weight, bias) of convolution ``name`` at TF32 and in bf16: a channels-last
+    input as the network passes it, the arithmetic switched to the setting."""
+    (c, size), _, _, (w, b) = _layer(name)
+    for setting in ("tf32", "bf16"):
+        dtype = torch.bfloat16 if setting == "bf16" else torch.float32
+        _setting(setting)
+        x = torch.randn(batch, c, size, size, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+        yield setting, x, w.cuda().to(dtype), b.cuda().to(dtype)
+
+
 def tile_sizes(batch: int, layers=("conv2", "conv3", "conv1"), kernels=tuple(CANDIDATES)) -> dict:
     from convrepro.nn.functional import _triton_conv
 
     default = {k: dict(v) for k, v in _triton_conv.CONFIGS.items()}
     out = {}
     for name in layers:
-        (c, size), ours, _, (w, b) = _layer(name)
-        for setting in ("tf32", "bf16"):
-            dtype = torch.bfloat16 if setting == "bf16" else torch.float32
-            _setting(setting)
-            x = torch.randn(batch, c, size, size, device="cuda", dtype=dtype)
-            x = x.contiguous(memory_format=torch.channels_last)
-            wd, bd = w.cuda().to(dtype), b.cuda().to(dtype)
+        ours = _layer(name)[1]
+        for setting, x, wd, bd in _on_gpu(name, batch):
             y = ours(x, wd, bd)
             gy = torch.randn_like(y)
             runs = _runs(ours, x, wd, bd, gy)
@@ -164,13 +170,8 @@ def weight_gradient_paths(batch: int, layers=tuple(CONVS)) -> dict:
 
     default, out = _triton_conv.WEIGHT_GRADIENT, {}
     for name in layers:
-        (c, size), ours, _, (w, b) = _layer(name)
-        for setting in ("tf32", "bf16"):
-            dtype = torch.bfloat16 if setting == "bf16" else torch.float32
-            _setting(setting)
-            x = torch.randn(batch, c, size, size, device="cuda", dtype=dtype).contiguous(
-                memory_format=torch.channels_last)
-            wd, bd = w.cuda().to(dtype), b.cuda().to(dtype)
+        ours = _layer(name)[1]
+        for setting, x, wd, bd in _on_gpu(name, batch):
             runs = _runs(ours, x, wd, bd, torch.randn_like(ours(x, wd, bd)))
             row = {}
             for path in ("triton", "columns"):
@@ -191,16 +192,9 @@ def parts(batch: int, layers=("conv2", "conv3", "conv4", "conv5")) -> dict:
     time per forward + backward call, against PyTorch's."""
     out = {}
     for name in layers:
-        (c, size), _, _, (w, b) = _layer(name)
         *_, s, p, groups = CONVS[name]
-        for setting in ("tf32", "bf16"):
-            dtype = torch.bfloat16 if setting == "bf16" else torch.float32
-            _setting(setting)
-            precision = "tf32" if setting == "tf32" else "ieee"
-            x = torch.randn(batch, c, size, size, device="cuda", dtype=dtype).contiguous(
-                memory_format=torch.channels_last)
-            wd, bd = w.cuda().to(dtype), b.cuda().to(dtype)
-            row = _conv_parts(x, wd, bd, s, p, groups, precision)
+        for setting, x, wd, bd in _on_gpu(name, batch):
+            row = _conv_parts(x, wd, bd, s, p, groups, "tf32" if setting == "tf32" else "ieee")
             out.setdefault(name, {})[setting] = row
             print(f"parts {name} {setting}: " + ", ".join(
                 f"{k} {row['hand_written'][k]:.3f}/{row['cudnn'][k]:.3f}" for k in row["cudnn"])
