@@ -142,9 +142,10 @@ class StoreSplit(Dataset):
             # A worker's batch reaches the training process through shared memory: gather it
             # there at once (storage made as PyTorch's own collate makes it), not into fresh
             # private pages that the queue would copy again.
-            out = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(int(np.prod(shape))))
-            torch.index_select(torch.from_numpy(self.images), 0, torch.from_numpy(rows), out=out.view(shape))
-            return out.view(shape), labels
+            shared = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+            out = torch.empty(0, dtype=torch.uint8).set_(shared).view(shape)
+            torch.index_select(torch.from_numpy(self.images), 0, torch.from_numpy(rows), out=out)
+            return out, labels
         if not self._ring or self._ring[0].shape != shape:
             with torch.inference_mode(False):  # writable whatever mode reads first
                 self._ring = [torch.empty(shape, dtype=torch.uint8) for _ in range(self.RING)]
