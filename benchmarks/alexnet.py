@@ -137,19 +137,25 @@ def input_throughput(size: int, crop: int, batch: int, batches: int, source: str
             "images_per_second": n / seconds}
 
 
-def feed_stages(device: torch.device, num_workers: int, images: int = 12800, crop: int = 227,
+def feed_stages(device: torch.device, workers: tuple[int, ...], images: int = 12800, crop: int = 227,
                 batch: int = 128) -> dict:
     """Images/s of the store's training loader at three depths -- the loader alone, with the
     copy to the device, with the augmentation there -- over one whole epoch of a store large
     enough that no epoch boundary falls inside it (the subset carried to a lent GPU has one
-    every 9 batches).  The pixels are random: reading and copying do not look at them."""
+    every 9 batches), for each number of loader workers.  The pixels are random (made once):
+    reading and copying do not look at them."""
+    pixels = np.random.default_rng(0).integers(0, 256, (images, 256, 256, 3), dtype=np.uint8)
+    return {f"{w}_workers": _feed_stages(device, w, pixels, crop, batch) for w in workers}
+
+
+def _feed_stages(device: torch.device, num_workers: int, pixels: np.ndarray, crop: int, batch: int) -> dict:
     from convrepro.data.images.datamodule import ImageFolderDataModule
 
     dm = ImageFolderDataModule(image_size=256, crop_size=crop, batch_size=batch, check_images=False,
                                verify_checksums=False, source="store", num_workers=num_workers)
     dm.setup()
-    pixels = np.random.default_rng(0).integers(0, 256, (images, 256, 256, 3), dtype=np.uint8)
-    dm.splits["train"], dm.indices["train"] = (pixels, np.zeros(images, dtype=np.int64)), list(range(images))
+    n_images = len(pixels)
+    dm.splits["train"], dm.indices["train"] = (pixels, np.zeros(n_images, dtype=np.int64)), list(range(n_images))
     out = {}
     for stage in ("loader", "transfer", "augment"):
         it = iter(dm.train_dataloader())

@@ -182,7 +182,7 @@ def main() -> int:
                        "store_per_image_augmentation": input_throughput(*feed, "store", device, whole_batch=False),
                        "store_8_workers": input_throughput(*feed, "store", device, 8),
                        "jpeg": input_throughput(*feed, "jpeg", device)}
-    result["input_stages"] = {f"{w}_workers": feed_stages(device, w) for w in (4, 8)}
+    result["input_stages"] = feed_stages(device, (4, 8))
     for key, r in result["input_stages"].items():
         print(f"store feed by stage, {key}: " + ", ".join(f"{k} {v:.0f}" for k, v in r.items()) + " img/s")
     print("input pipeline to the GPU: " + ", ".join(f"{s} ({r['workers']} workers) {r['images_per_second']:.0f} img/s"

@@ -212,14 +212,11 @@ def parts(batch: int, layers=("conv2", "conv3", "conv4", "conv5")) -> dict:
 
 def _conv_parts(x, wd, bd, s, p, groups, precision) -> dict:
     from convrepro.nn.functional import _triton_conv as tc
-    from convrepro.nn.functional._conv_large import _padded_channels_last, large_backward
 
     gy = torch.randn_like(tc._forward_of(x, wd, bd, (s, s), (p, p), 0.0, groups))
-    geometry = (x.shape, wd.shape, (s, s), (p, p), groups, False)
     hand = {"forward": lambda: tc._forward_of(x, wd, bd, (s, s), (p, p), 0.0, groups),
             "input_gradient": lambda: tc._input_gradient_of(gy, wd, x.shape, (p, p), groups, precision),
-            "weight_gradient": lambda: large_backward((False, True, False), gy, _padded_channels_last(x, p, p, 0.0),
-                                                      None, None, geometry)[1],
+            "weight_gradient": lambda: tc._weight_gradient_by_columns(gy, x, wd.shape, (s, s), (p, p), 0.0, groups),
             "weight_gradient_triton": lambda: tc._weight_gradient_of(gy, x, wd.shape, (s, s), (p, p), 0.0, groups,
                                                                      precision)}
     cudnn = {"forward": lambda: F.conv2d(x, wd, bd, s, p, 1, groups),

@@ -281,6 +281,13 @@ def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, 
     return out[0] if split == 1 else out.sum(0).to(grad_out.dtype)
 
 
+def _weight_gradient_by_columns(grad_out, x, shape, stride, padding, pad_value, groups):
+    """The tensor-op path's weight gradient: the framed input's columns times the output gradient."""
+    xp = _padded_channels_last(x, *padding, pad_value)
+    return large_backward((False, True, False), grad_out, xp, None, None,
+                          (x.shape, shape, stride, padding, groups, False))[1]
+
+
 def _weight_gradient_path(x: torch.Tensor, maps_per_group: int) -> str:
     """"triton" for 16-bit operands whose maps per group fill the 64-wide tile of input maps,
     else "columns".  Both operands of this product have the summed index (the positions)
@@ -328,9 +335,7 @@ class TritonConvolution2d(Function):
                                     (shape, (d, cg, kh, kw), stride, padding, groups, bias_dim))[0]
         path = _weight_gradient_path(x, cg) if ctx.needs_input_grad[1] else None
         if path == "columns":
-            xp = _padded_channels_last(x, *padding, pad_value)
-            grad_w = large_backward((False, True, False), grad_out, xp, None, None,
-                                    (shape, (d, cg, kh, kw), stride, padding, groups, bias_dim))[1]
+            grad_w = _weight_gradient_by_columns(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups)
         elif path == "triton":
             grad_w = _weight_gradient_of(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups, precision)
         if ctx.needs_input_grad[2]:
