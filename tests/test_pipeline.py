@@ -169,6 +169,20 @@ def test_config_errors_fail_before_any_run(tmp_path, override, message):
         assert "Available options in 'optim'" in result.stderr and "sgd" in result.stderr
 
 
+def test_a_mistyped_value_is_answered_before_mlflow_and_lightning_are_imported(tmp_path):
+    # Their imports take ~10 s together: a config error must not wait for them.
+    probe = ("import sys\n"
+             "from convrepro import train\n"
+             "sys.argv = ['convrepro-train', 'experiment=lecun1989', 'seed=-5', sys.argv[1]]\n"
+             "try:\n    train.main()\nexcept SystemExit as exit:\n    code = exit.code\n"
+             "print(code, sorted(m for m in ('mlflow', 'pytorch_lightning') if m in sys.modules))\n")
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", probe, f"hydra.run.dir={tmp_path}/o"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert "seed=-5 is not allowed" in result.stderr
+    assert result.stdout.split("\n")[-2] == "2 []"
+
+
 def test_unreachable_tracking_server_fails_fast(tmp_path):
 
     require_data("usps")

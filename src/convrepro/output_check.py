@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 def _check(folder: str, key: str) -> None:
     from convrepro.errors import TrackingError
-    from convrepro.tracking.runs import check_writable
+    from convrepro.tracking.store import check_writable
 
     try:
         check_writable(Path(folder))

@@ -25,8 +25,8 @@ from convrepro.data.workers import end_workers
 from convrepro.errors import ConfigError, StorageFull, storage_full
 from convrepro.signals import StopSignals
 from convrepro.tracking import recorder
-from convrepro.tracking.runs import check_writable, checkpoint_dir, config_hash, ensure_experiment, find_resumable
-from convrepro.tracking.store import resolve_uri
+from convrepro.tracking.runs import checkpoint_dir, config_hash, ensure_experiment, find_resumable
+from convrepro.tracking.store import check_writable, resolve_uri
 from convrepro.tracking.sweep import PARENT_ENV, finished_job
 from convrepro.training.callbacks import lock_directory
 

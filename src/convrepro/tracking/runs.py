@@ -13,18 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 from convrepro.errors import ConfigError, TrackingError
 from convrepro.paths import PROJECT_ROOT
 
-
-def check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise TrackingError(f"output directory {folder} is not writable ({err.strerror}); "
-                            f"set hydra.run.dir (or paths.root) to a writable folder") from None
-
-
 # MLflow 3 opens an experiment without this tag as a GenAI app ("Evaluations", traces).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 

@@ -1,4 +1,5 @@
-"""Which tracking store a run writes to, checked before any training starts."""
+"""Which tracking store a run writes to, and whether its output folder can be written: both
+checked before any training starts (and before MLflow is imported)."""
 
 from __future__ import annotations
 
@@ -141,3 +142,14 @@ def add_uri_argument(parser) -> None:
     """``--uri`` for the command-line tools: $MLFLOW_TRACKING_URI, else the project's store."""
     parser.add_argument("--uri", default=default_uri(),
                         help="tracking URI (default: $MLFLOW_TRACKING_URI or the project's mlflow.db)")
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise TrackingError(f"output directory {folder} is not writable ({err.strerror}); "
+                            f"set hydra.run.dir (or paths.root) to a writable folder") from None

@@ -21,15 +21,18 @@ import atexit
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from convrepro.tracking.runs import ensure_experiment
 from convrepro.tracking.statistics import summarise
 from convrepro.tracking.store import resolve_uri
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+# MLflow is imported when a sweep starts: Hydra makes this callback for every command,
+# and a single run's config error should not wait for MLflow's ~2 s import.
 
 PARENT_ENV = "CONVREPRO_PARENT_RUN_ID"
 
@@ -45,6 +48,10 @@ class SweepParentRun(Callback):
         self.parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from convrepro.tracking.runs import ensure_experiment
+
         uri = resolve_uri(config.logger.tracking_uri)
         experiment_id = ensure_experiment(uri, config.logger.experiment_name, config.logger.artifact_root)
         self.client = MlflowClient(uri)
