@@ -5,7 +5,8 @@ momentum and weight decay) and evaluation (forward, no grad) images per second, 
 ``--repeats`` timed steps after warm-up, the two networks alternating so that drifts of
 this shared machine hit both.  Also measures the input pipeline -- the prepared uint8
 store and, in the same run, the JPEG folder -- each with the augmentation done on the
-device, to say whether runs are model-bound or input-bound.  Runs unchanged on a GPU
+device, to say whether runs are model-bound or input-bound, and on a CPU how far the
+augmentation is from the passes it cannot avoid (``augmentation_floor``).  Runs unchanged on a GPU
 (``--device cuda``, the default when one is present).  Writes
 ``benchmarks/results/alexnet_<size>px_b<batch>[_<device>].json``.
 
@@ -173,6 +174,45 @@ def _feed_stages(device: torch.device, num_workers: int, pixels: np.ndarray, cro
     return out
 
 
+def augmentation_floor(crop: int, batch: int, rounds: int = 9, size: int = 256) -> dict:
+    """Microseconds per image: the whole-batch training augmentation as committed (one and two
+    threads), against the memory passes it cannot avoid -- writing the float32 batch once
+    (``fill_``) and converting the uint8 windows into it once -- measured alternately in one
+    process (medians of ``rounds``).  Says how far the CPU pipeline is from its floor."""
+    from convrepro.data.images import augment
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=gen)
+    mean = torch.rand(size, size, 3, generator=gen) * 255
+    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(torch.rand(3, 4096, generator=gen)))
+    out = torch.empty(batch, crop, crop * 3)
+    windows = [x[i, :crop, :crop].reshape(crop, crop * 3) for i in range(batch)]
+    threads = torch.get_num_threads()
+
+    def augmentation(n: int):
+        def run():
+            torch.set_num_threads(n)
+            augment.train_batch(x, crop, mean, eigenvalues, eigenvectors, 0.1, True, 1.0, mean.flip(1))
+            torch.set_num_threads(threads)
+        return run
+
+    def convert():
+        for i, w in enumerate(windows):
+            out[i].copy_(w)
+
+    parts = {"write_once": lambda: out.fill_(1.0), "convert_once": convert,
+             "augmentation_1_thread": augmentation(1), f"augmentation_{threads}_threads": augmentation(threads)}
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for fn in parts.values():
+        fn()
+    for _ in range(rounds):
+        for k, fn in parts.items():
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    return {f"{k}_us_per_image": statistics.median(v) / batch * 1e6 for k, v in times.items()}
+
+
 def ensure_store(size: int) -> None:
     from convrepro.data.images.datamodule import default_workers
     from convrepro.data.images.prepare import prepare
@@ -212,6 +252,10 @@ def main() -> None:
         print(f"input pipeline, {source:5s} ({r['workers']} worker(s), augmentation on {device}): "
               f"{r['images_per_second']:7.0f} img/s")
     print(f"store / jpeg: {store / jpeg:.1f}x; with the store, training is {bound}")
+    if device.type == "cpu":
+        floor = result["input"]["augmentation_floor"] = augmentation_floor(args.size, args.batch)
+        print("augmentation, us per image: " + ", ".join(f"{k.removesuffix('_us_per_image')} {v:.0f}"
+                                                         for k, v in floor.items()))
     RESULTS.mkdir(exist_ok=True)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
     path = RESULTS / f"alexnet_{args.size}px_b{args.batch}{suffix}.json"
