@@ -41,7 +41,11 @@ def _errors(fn, leaves, setting):
 
 @pytest.mark.parametrize("setting", list(TOLERANCE))
 @pytest.mark.parametrize("shape", CONVS, ids=["conv1", "conv2", "conv4"])
-def test_convolution_kernels_on_the_gpu(shape, setting):
+@pytest.mark.parametrize("weight_gradient", ["auto", "planes"])
+def test_convolution_kernels_on_the_gpu(shape, setting, weight_gradient, monkeypatch):
+    from convrepro.nn.functional import _triton_conv
+
+    monkeypatch.setattr(_triton_conv, "WEIGHT_GRADIENT", weight_gradient)
     c, size, d, k, s, p, groups = shape
     g = torch.Generator().manual_seed(0)
     leaves = [torch.randn(4, c, size, size, generator=g),
