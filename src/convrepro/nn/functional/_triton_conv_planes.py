@@ -31,7 +31,8 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, N, CHUNK_N, H, W, HO, WO, CG, DG, pad
                      sgn, sgd, sxn, sxc, sws, swd, swc, swh, sww,
                      KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                      PH: tl.constexpr, PW: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
-                     FRAME: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                     FRAME: tl.constexpr, STEPS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
+                     BLOCK_P: tl.constexpr):
     pid_d, pid_c, pid_t = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     part, rest = pid_t % SPLIT, pid_t // SPLIT
     tap, group = rest % (KH * KW), rest // (KH * KW)
@@ -43,10 +44,13 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, N, CHUNK_N, H, W, HO, WO, CG, DG, pad
     x_rows = x_ptr + (group * CG + cs).to(tl.int64)[:, None] * sxc
     acc = tl.full((BLOCK_D, BLOCK_C), 0.0, tl.float32)
     plane = HO * WO
-    m = part * CHUNK_N * plane  # this program's images, their positions one flat run
+    m0 = part * CHUNK_N * plane  # this program's images, their positions one flat run
     m_end = tl.minimum(part * CHUNK_N + CHUNK_N, N) * plane
-    while m < m_end:
-        ms = m + tl.arange(0, BLOCK_P)
+    # A compile-time trip count (the last part's tail masked): Triton pipelines the loads of a
+    # ``for`` loop over ``num_stages`` steps, not those of a ``while`` loop, and its interpreter
+    # takes no run-time bound in ``range``.
+    for step in range(STEPS):
+        ms = m0 + step * BLOCK_P + tl.arange(0, BLOCK_P)
         m_ok = ms < m_end
         n, q = ms // plane, ms % plane
         a = tl.load(g_rows + (n.to(tl.int64) * sgn + q)[None, :], mask=d_ok[:, None] & m_ok[None, :], other=0.0)
@@ -58,7 +62,6 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, N, CHUNK_N, H, W, HO, WO, CG, DG, pad
         if FRAME:  # the frame's value met the kernel in the forward
             b = tl.where((m_ok & ~inside)[None, :], pad_value, b)
         acc = tl.dot(a, tl.trans(b.to(a.dtype)), acc, input_precision=PRECISION)
-        m += BLOCK_P
     out = (dw_ptr + part.to(tl.int64) * sws + (group * DG + ds).to(tl.int64)[:, None] * swd
            + cs[None, :] * swc + i * swh + j * sww)
     tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=d_ok[:, None] & c_ok[None, :])
@@ -81,5 +84,5 @@ def weight_gradient(grad_out, x, shape, stride, padding, pad_value, groups, prec
     _weight_gradient[grid](grad_out, x, out, n, chunk, h, w, ho, wo, cg, dg, float(pad_value),
                            grad_out.stride(0), grad_out.stride(1), x.stride(0), x.stride(1), *out.stride(),
                            KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, PRECISION=precision, SPLIT=split,
-                           FRAME=pad_value != 0, **CONFIG)
+                           FRAME=pad_value != 0, STEPS=triton.cdiv(chunk * ho * wo, CONFIG["BLOCK_P"]), **CONFIG)
     return out[0] if split == 1 else out.sum(0).to(grad_out.dtype)
