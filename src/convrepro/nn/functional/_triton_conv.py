@@ -36,7 +36,7 @@ from torch.autograd import Function
 from . import _triton_conv_planes as planes
 from . import _triton_conv_taps as taps
 from ._conv_large import _kernel_matrix, _padded_channels_last, large_backward
-from ._triton_grid import split
+from ._triton_grid import share_out, split
 from .sizes import output_size
 
 # Tile sizes and launch shape per kernel (M: positions, N: maps, K: the summed index; the
@@ -173,14 +173,6 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, M, CHUNK, H, W, HO, WO, CG, DG, pad_v
     tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=d_ok[:, None] & k_ok[None, :])
 
 
-def _split(m: int, tiles: int, block_m: int, device: torch.device) -> tuple[int, int]:
-    """(parts, positions per part) of the weight gradient's sum, so that the grid fills the GPU."""
-    blocks = triton.cdiv(m, block_m)
-    split = max(1, min(triton.cdiv(programs_wanted(device), tiles), blocks))
-    chunk = triton.cdiv(blocks, split) * block_m
-    return triton.cdiv(m, chunk), chunk
-
-
 def _block_k(count: int, largest: int) -> int:
     """The widest block of maps, down to 16, that divides ``count`` (no padded tail), else ``largest``."""
     block = largest
@@ -267,7 +259,7 @@ def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, 
     else:
         k_tiles = triton.cdiv(ktot, config["BLOCK_K"])
     tiles = triton.cdiv(dg, bd) * k_tiles * groups
-    split, chunk = _split(m, tiles, bm, x.device)
+    split, chunk = share_out(m, tiles, bm, programs_wanted(x.device))
     # One part: straight into the gradient; several: partial sums in float32, added below.
     out = torch.empty(split, d, cg, kh, kw, dtype=grad_out.dtype if split == 1 else torch.float32,
                       device=grad_out.device)

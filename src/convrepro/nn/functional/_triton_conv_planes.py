@@ -10,8 +10,9 @@ shifted by a constant for a stride-1 layer, masked at the frame), i.e. both oper
 "K-major": the only way round Hopper's tensor cores read a TF32 operand from shared memory.
 A channels-last tensor stores the maps adjacent instead, which is why the tap-ordered
 implicit product (``_triton_conv_taps``) is slow at TF32.  Programs: one per (D tile,
-C tile, group x tap x part of the batch); a layer with few tiles shares the batch out, the
-partial sums in float32, added afterwards in a fixed order (deterministic).
+C tile, group x tap x part of the batch's positions); a layer with few tiles shares the
+positions out (``share_out``, as the tap-ordered kernel does), the partial sums in float32,
+added afterwards in a fixed order (deterministic).
 
 Selected by ``_triton_conv.WEIGHT_GRADIENT = "planes"``; not yet timed on a GPU.
 """
@@ -22,12 +23,14 @@ import torch
 import triton
 import triton.language as tl
 
+from ._triton_grid import share_out
+
 # Tile sizes (D maps x C maps, summed over BLOCK_P positions): a first guess, not tuned.
 CONFIG = dict(BLOCK_D=64, BLOCK_C=64, BLOCK_P=32, num_warps=4, num_stages=3)
 
 
 @triton.jit
-def _weight_gradient(g_ptr, x_ptr, dw_ptr, N, CHUNK_N, H, W, HO, WO, CG, DG, pad_value,
+def _weight_gradient(g_ptr, x_ptr, dw_ptr, M, CHUNK, H, W, HO, WO, CG, DG, pad_value,
                      sgn, sgd, sxn, sxc, sws, swd, swc, swh, sww,
                      KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                      PH: tl.constexpr, PW: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
@@ -44,8 +47,8 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, N, CHUNK_N, H, W, HO, WO, CG, DG, pad
     x_rows = x_ptr + (group * CG + cs).to(tl.int64)[:, None] * sxc
     acc = tl.full((BLOCK_D, BLOCK_C), 0.0, tl.float32)
     plane = HO * WO
-    m0 = part * CHUNK_N * plane  # this program's images, their positions one flat run
-    m_end = tl.minimum(part * CHUNK_N + CHUNK_N, N) * plane
+    m0 = part * CHUNK  # this program's share of the batch's positions, one flat run
+    m_end = tl.minimum(m0 + CHUNK, M)
     # A compile-time trip count (the last part's tail masked): Triton pipelines the loads of a
     # ``for`` loop over ``num_stages`` steps, not those of a ``while`` loop, and its interpreter
     # takes no run-time bound in ``range``.
@@ -69,20 +72,19 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, N, CHUNK_N, H, W, HO, WO, CG, DG, pad
 
 def weight_gradient(grad_out, x, shape, stride, padding, pad_value, groups, precision, programs: int):
     """dL/dw (shape (D, C/G, kh, kw)) from contiguous copies of the output gradient and the input;
-    ``programs``: how many the grid should have to fill the device (the batch is shared out)."""
+    ``programs``: how many the grid should have to fill the device (the positions are shared out)."""
     (d, cg, kh, kw), (sh, sw), (ph, pw) = shape, stride, padding
     grad_out, x = grad_out.contiguous(), x.contiguous()
     n, _, h, w = x.shape
     ho, wo = grad_out.shape[-2:]
-    dg = d // groups
+    m, dg = n * ho * wo, d // groups
     tiles = triton.cdiv(dg, CONFIG["BLOCK_D"]) * triton.cdiv(cg, CONFIG["BLOCK_C"]) * groups * kh * kw
-    chunk = triton.cdiv(n, max(1, min(triton.cdiv(programs, tiles), n)))
-    split = triton.cdiv(n, chunk)
+    split, chunk = share_out(m, tiles, CONFIG["BLOCK_P"], programs)
     out = torch.empty(split, d, cg, kh, kw, dtype=grad_out.dtype if split == 1 else torch.float32,
                       device=grad_out.device)
     grid = (triton.cdiv(dg, CONFIG["BLOCK_D"]), triton.cdiv(cg, CONFIG["BLOCK_C"]), groups * kh * kw * split)
-    _weight_gradient[grid](grad_out, x, out, n, chunk, h, w, ho, wo, cg, dg, float(pad_value),
+    _weight_gradient[grid](grad_out, x, out, m, chunk, h, w, ho, wo, cg, dg, float(pad_value),
                            grad_out.stride(0), grad_out.stride(1), x.stride(0), x.stride(1), *out.stride(),
                            KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, PRECISION=precision, SPLIT=split,
-                           FRAME=pad_value != 0, STEPS=triton.cdiv(chunk * ho * wo, CONFIG["BLOCK_P"]), **CONFIG)
+                           FRAME=pad_value != 0, STEPS=chunk // CONFIG["BLOCK_P"], **CONFIG)
     return out[0] if split == 1 else out.sum(0).to(grad_out.dtype)

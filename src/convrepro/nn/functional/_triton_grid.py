@@ -1,4 +1,5 @@
-"""What the Triton kernels share: one flat position split back into its coordinates."""
+"""What the Triton kernels share: one flat position split back into its coordinates, and a sum
+over positions shared out between programs."""
 
 from __future__ import annotations
 
@@ -11,3 +12,12 @@ def split(flat, rows, cols):
     """flat = (outer * rows + row) * cols + col  ->  (outer, row, col), row-major as PyTorch stores."""
     t = flat // cols
     return t // rows, t % rows, flat % cols
+
+
+def share_out(m: int, tiles: int, block_m: int, programs: int) -> tuple[int, int]:
+    """(parts, positions per part) of a weight gradient's sum over ``m`` positions, so that
+    ``tiles`` x parts programs come near ``programs`` (the GPU filled)."""
+    blocks = triton.cdiv(m, block_m)
+    parts = max(1, min(triton.cdiv(programs, tiles), blocks))
+    chunk = triton.cdiv(blocks, parts) * block_m
+    return triton.cdiv(m, chunk), chunk
