@@ -36,7 +36,7 @@ from torch.autograd import Function
 from . import _triton_conv_planes as planes
 from . import _triton_conv_taps as taps
 from ._conv_large import _kernel_matrix, _padded_channels_last, large_backward
-from ._triton_grid import share_out, split
+from ._triton_grid import partial_sums, share_out, split, total
 from .sizes import output_size
 
 # Tile sizes and launch shape per kernel (M: positions, N: maps, K: the summed index; the
@@ -260,9 +260,7 @@ def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, 
         k_tiles = triton.cdiv(ktot, config["BLOCK_K"])
     tiles = triton.cdiv(dg, bd) * k_tiles * groups
     split, chunk = share_out(m, tiles, bm, programs_wanted(x.device))
-    # One part: straight into the gradient; several: partial sums in float32, added below.
-    out = torch.empty(split, d, cg, kh, kw, dtype=grad_out.dtype if split == 1 else torch.float32,
-                      device=grad_out.device)
+    out = partial_sums(split, (d, cg, kh, kw), grad_out)
     grid = (triton.cdiv(dg, bd), k_tiles, groups * split)
     geometry = dict(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, PRECISION=precision, SPLIT=split)
     common = (grad_out, x, out, m, chunk, h, w, ho, wo)
@@ -273,7 +271,7 @@ def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, 
     else:
         _weight_gradient[grid](*common, cg, dg, float(pad_value), *strides, KTOT=ktot,
                                CHANNELS_FAST=_channels_fast(x), **geometry, **config)
-    return out[0] if split == 1 else out.sum(0).to(grad_out.dtype)
+    return total(out, grad_out.dtype)
 
 
 def _weight_gradient_by_columns(grad_out, x, shape, stride, padding, pad_value, groups):

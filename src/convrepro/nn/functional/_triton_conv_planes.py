@@ -19,11 +19,10 @@ Selected by ``_triton_conv.WEIGHT_GRADIENT = "planes"``; not yet timed on a GPU.
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
-from ._triton_grid import share_out
+from ._triton_grid import partial_sums, share_out, total
 
 # Tile sizes (D maps x C maps, summed over BLOCK_P positions): a first guess, not tuned.
 CONFIG = dict(BLOCK_D=64, BLOCK_C=64, BLOCK_P=32, num_warps=4, num_stages=3)
@@ -80,11 +79,10 @@ def weight_gradient(grad_out, x, shape, stride, padding, pad_value, groups, prec
     m, dg = n * ho * wo, d // groups
     tiles = triton.cdiv(dg, CONFIG["BLOCK_D"]) * triton.cdiv(cg, CONFIG["BLOCK_C"]) * groups * kh * kw
     split, chunk = share_out(m, tiles, CONFIG["BLOCK_P"], programs)
-    out = torch.empty(split, d, cg, kh, kw, dtype=grad_out.dtype if split == 1 else torch.float32,
-                      device=grad_out.device)
+    out = partial_sums(split, (d, cg, kh, kw), grad_out)
     grid = (triton.cdiv(dg, CONFIG["BLOCK_D"]), triton.cdiv(cg, CONFIG["BLOCK_C"]), groups * kh * kw * split)
     _weight_gradient[grid](grad_out, x, out, m, chunk, h, w, ho, wo, cg, dg, float(pad_value),
                            grad_out.stride(0), grad_out.stride(1), x.stride(0), x.stride(1), *out.stride(),
                            KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, PRECISION=precision, SPLIT=split,
                            FRAME=pad_value != 0, STEPS=chunk // CONFIG["BLOCK_P"], **CONFIG)
-    return out[0] if split == 1 else out.sum(0).to(grad_out.dtype)
+    return total(out, grad_out.dtype)

@@ -3,6 +3,7 @@ over positions shared out between programs."""
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl  # noqa: F401  (Triton's interpreter looks for it in a jit function's module)
 
@@ -21,3 +22,14 @@ def share_out(m: int, tiles: int, block_m: int, programs: int) -> tuple[int, int
     parts = max(1, min(triton.cdiv(programs, tiles), blocks))
     chunk = triton.cdiv(blocks, parts) * block_m
     return triton.cdiv(m, chunk), chunk
+
+
+def partial_sums(parts: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Where the parts write: (parts, *shape); one part straight in ``like``'s dtype, several
+    in float32 (added by ``total``)."""
+    return torch.empty(parts, *shape, dtype=like.dtype if parts == 1 else torch.float32, device=like.device)
+
+
+def total(sums: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The parts' sum, added in a fixed order (deterministic, no atomics)."""
+    return sums[0] if sums.shape[0] == 1 else sums.sum(0).to(dtype)
