@@ -164,9 +164,8 @@ def tile_sizes(batch: int, layers=("conv2", "conv3", "conv1"), kernels=tuple(CAN
 
 
 def weight_gradient_paths(batch: int, layers=tuple(CONVS)) -> dict:
-    """Milliseconds of each layer's weight gradient alone: Triton's implicit products (tap-ordered
-    from channels-last tensors, and plane by plane from contiguous copies) against the columns
-    and one GEMM (``_triton_conv.WEIGHT_GRADIENT``), TF32 and bf16."""
+    """Milliseconds of each layer's weight gradient alone: Triton's implicit product against the
+    columns and one GEMM (``_triton_conv.WEIGHT_GRADIENT``), TF32 and bf16."""
     from convrepro.nn.functional import _triton_conv
 
     default, out = _triton_conv.WEIGHT_GRADIENT, {}
@@ -175,7 +174,7 @@ def weight_gradient_paths(batch: int, layers=tuple(CONVS)) -> dict:
         for setting, x, wd, bd in _on_gpu(name, batch):
             runs = _runs(ours, x, wd, bd, torch.randn_like(ours(x, wd, bd)))
             row = {}
-            for path in ("triton", "planes", "columns"):
+            for path in ("triton", "columns"):
                 _triton_conv.WEIGHT_GRADIENT = path
                 row[path] = _bench(runs["weight_gradient"]) - _bench(runs["forward"])
             _triton_conv.WEIGHT_GRADIENT = default
@@ -188,8 +187,8 @@ def parts(batch: int, layers=("conv2", "conv3", "conv4", "conv5")) -> dict:
     """Milliseconds of each convolution's forward, input gradient and weight gradient, each kernel
     called alone (no autograd around it), hand-written and cuDNN's (``torch.nn.grad``), TF32 and
     bf16 -- which part leaves the layer's ratio -- with the input gradient also from the kernel
-    stored maps-last (its layout before ``_output_maps_last``) and the weight gradient by all three
-    paths (plane by plane with its two contiguous copies); and each max pool's forward and
+    stored maps-last (its layout before ``_output_maps_last``) and the weight gradient by both
+    paths; and each max pool's forward and
     backward on the device (profiler) and the host's time per forward + backward call, against
     PyTorch's."""
     out = {}
@@ -201,8 +200,7 @@ def parts(batch: int, layers=("conv2", "conv3", "conv4", "conv5")) -> dict:
             print(f"parts {name} {setting}: " + ", ".join(
                 f"{k} {row['hand_written'][k]:.3f}/{row['cudnn'][k]:.3f}" for k in row["cudnn"])
                 + f" ms (hand-written/cuDNN); input gradient maps-last {row['input_gradient_maps_last']:.3f}, "
-                f"weight gradient by Triton {row['hand_written']['weight_gradient_triton']:.3f} ms, "
-                f"plane by plane {row['hand_written']['weight_gradient_planes']:.3f} ms")
+                f"weight gradient by Triton {row['hand_written']['weight_gradient_triton']:.3f} ms")
     _setting("tf32")
     for name in POOLS:
         (c, size), ours, ref, _ = _layer(name)
@@ -221,9 +219,7 @@ def _conv_parts(x, wd, bd, s, p, groups, precision) -> dict:
             "input_gradient": lambda: tc._input_gradient_of(gy, wd, x.shape, (p, p), groups, precision),
             "weight_gradient": lambda: tc._weight_gradient_by_columns(gy, x, wd.shape, (s, s), (p, p), 0.0, groups),
             "weight_gradient_triton": lambda: tc._weight_gradient_of(gy, x, wd.shape, (s, s), (p, p), 0.0, groups,
-                                                                     precision),
-            "weight_gradient_planes": lambda: tc.planes.weight_gradient(gy, x, wd.shape, (s, s), (p, p), 0.0, groups,
-                                                                        precision, tc.programs_wanted(x.device))}
+                                                                     precision)}
     cudnn = {"forward": lambda: F.conv2d(x, wd, bd, s, p, 1, groups),
              "input_gradient": lambda: torch.nn.grad.conv2d_input(x.shape, wd, gy, s, p, 1, groups),
              "weight_gradient": lambda: torch.nn.grad.conv2d_weight(x, wd.shape, gy, s, p, 1, groups)}

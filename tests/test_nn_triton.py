@@ -73,7 +73,7 @@ def test_max_pool_kernel_lets_nan_win_like_pytorch():
     ((2, 16, 5, 5), (16, 16, 3, 3), 1, 1, -1.0, 1, False),  # every kernel tap-ordered, with the frame
 ])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("weight_gradient", ["triton", "triton split", "planes", "planes split", "columns"])
+@pytest.mark.parametrize("weight_gradient", ["triton", "triton split", "columns"])
 def test_convolution_kernel_matches_flipped_pytorch(case, layout, weight_gradient, monkeypatch):
     from convrepro.nn.functional import _triton_conv
     from convrepro.nn.functional._triton_conv import TritonConvolution2d
@@ -137,14 +137,14 @@ def test_without_the_switch_a_cpu_tensor_never_reaches_a_kernel(monkeypatch):
     assert cf.max_pool2d(x, 3, 2).grad_fn.name() == "MaxPooling2dBackward"
 
 
-@pytest.mark.parametrize("path", ["conv", "conv strided", "pool", "conv triton", "conv planes"])
+@pytest.mark.parametrize("path", ["conv", "conv strided", "pool", "conv triton"])
 def test_no_pytorch_convolution_or_pooling_kernel_runs_on_the_triton_path(path, monkeypatch):
     from convrepro.nn.functional import _triton_conv
 
     from .test_nn_contract import FORBIDDEN_OPS, kernels_run_by
 
-    if path in ("conv triton", "conv planes"):  # each weight-gradient path, whichever "auto" picks here
-        monkeypatch.setattr(_triton_conv, "WEIGHT_GRADIENT", path.split()[1])
+    if path == "conv triton":  # the implicit weight gradient, which "auto" picks only for 16-bit operands
+        monkeypatch.setattr(_triton_conv, "WEIGHT_GRADIENT", "triton")
     fn, *shapes = {
         "conv strided": (lambda x, w: cf.conv2d(x, w, stride=2), (1, 3, 9, 9), (4, 3, 3, 3)),
         "pool": (lambda x: cf.max_pool2d(x, 3, 2), (2, 3, 9, 9)),

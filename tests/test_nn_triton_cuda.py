@@ -41,7 +41,7 @@ def _errors(fn, leaves, setting):
 
 @pytest.mark.parametrize("setting", list(TOLERANCE))
 @pytest.mark.parametrize("shape", CONVS, ids=["conv1", "conv2", "conv4"])
-@pytest.mark.parametrize("weight_gradient", ["auto", "planes"])
+@pytest.mark.parametrize("weight_gradient", ["triton", "columns"])
 def test_convolution_kernels_on_the_gpu(shape, setting, weight_gradient, monkeypatch):
     from convrepro.nn.functional import _triton_conv
 

@@ -33,7 +33,6 @@ import triton
 import triton.language as tl
 from torch.autograd import Function
 
-from . import _triton_conv_planes as planes
 from . import _triton_conv_taps as taps
 from ._conv_large import _kernel_matrix, _padded_channels_last, large_backward
 from ._triton_grid import partial_sums, share_out, split, total
@@ -47,10 +46,8 @@ CONFIGS = {"forward": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=8, nu
            "weight_gradient": dict(BLOCK_D=64, BLOCK_K=64, BLOCK_M=64, num_warps=4, num_stages=3)}
 # How the weight gradient is summed: "columns" lays the receptive fields out once (im2col, as
 # the tensor-op path does) and multiplies them by the output gradient in one GEMM per group;
-# "triton" is the implicit product below, which never stores the columns; "planes" the implicit
-# product from contiguous copies (``_triton_conv_planes``: both operands position-adjacent, as
-# TF32 tensor cores want them; not yet timed on a GPU); "auto" picks per layer
-# (``_weight_gradient_path``) between the first two.
+# "triton" is the implicit product below, which never stores the columns; "auto" picks per layer
+# (``_weight_gradient_path``).
 WEIGHT_GRADIENT = "auto"
 # Maps per group from which the tap-ordered kernels (``_triton_conv_taps``) run: below it a
 # tile of maps would be mostly padding (AlexNet's conv1 reads 3).
@@ -331,9 +328,6 @@ class TritonConvolution2d(Function):
             grad_w = _weight_gradient_by_columns(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups)
         elif path == "triton":
             grad_w = _weight_gradient_of(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups, precision)
-        elif path == "planes":
-            grad_w = planes.weight_gradient(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups,
-                                            precision, programs_wanted(x.device))
         if ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(dim=(0, 2, 3))
         return grad_x, grad_w, grad_b, None, None, None, None
