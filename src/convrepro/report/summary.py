@@ -39,6 +39,11 @@ _NOT_RECIPE_PREFIXES = ("paths.", "logger.", "data.count.")
 _NAMED = {"seed", "experiment", "optim", "resume", "rehash_data", "data.root", "trainer.enable_progress_bar",
           "data.progress"}
 _NAMED_PREFIXES = ("logger.", "hydra")
+# The machine a run was placed on, not its recipe: `make reproduce-krizhevsky2012` passes
+# trainer=gpu, and the GPU run is the experiment as configured (its recorded accelerator
+# still keeps it apart from CPU runs in recipe_hash).  trainer=ddp is not here: its batch
+# is per process, so more processes train with a larger batch.
+_PLACES = {"trainer=cpu", "trainer=gpu"}
 
 
 def _ignored(key: str, exact: set[str], prefixes: tuple[str, ...]) -> bool:
@@ -54,7 +59,8 @@ def recipe_hash(run) -> str:
 
 def extra_overrides(overrides: list[str]) -> list[str]:
     """Overrides beyond the experiment, optimizer and seed (``trainer.max_epochs=1``)."""
-    return sorted(o for o in overrides if not _ignored(o.split("=", 1)[0].lstrip("+~"), _NAMED, _NAMED_PREFIXES))
+    return sorted(o for o in overrides
+                  if o not in _PLACES and not _ignored(o.split("=", 1)[0].lstrip("+~"), _NAMED, _NAMED_PREFIXES))
 
 
 def deviations(run) -> list[str]:
