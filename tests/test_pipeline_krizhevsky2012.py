@@ -32,6 +32,9 @@ def test_tiny_alexnet_run_records_top1_top5_and_ten_crop(tmp_path, imagenette_st
     rid = run.info.run_id
     for key in ("val/error", "val/top5_error", "train/running_error", "throughput/train_patterns_per_second"):
         assert [m.step for m in client.get_metric_history(rid, key)] == [1, 2], key
+    # The rate each pass trained with: linear decay to 0 over the 2 passes, stepped after each.
+    rates = [(h.step, h.value) for h in client.get_metric_history(rid, "train/learning_rate")]
+    assert rates == [(1, pytest.approx(0.01)), (2, pytest.approx(0.005))]
     m = run.data.metrics
     assert 0 <= m["val/top5_error"] <= m["val/error"] <= 100
     assert 0 <= m["val_10crop/top5_error"] <= m["val_10crop/error"] <= 100

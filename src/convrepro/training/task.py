@@ -143,6 +143,7 @@ class ClassifierTask(pl.LightningModule):
         self._train_sums = torch.zeros(3)  # loss sum, errors, patterns
         opt = self.optimizers()
         inner = getattr(opt, "optimizer", opt)
+        self._pass_learning_rate = float(inner.param_groups[0]["lr"])  # the first group's
         if isinstance(inner, SDLM):
             self._estimate_curvature(inner)
 
@@ -263,9 +264,12 @@ class ClassifierTask(pl.LightningModule):
         loss_sum, wrong, n = self._across_processes(self._train_sums).cpu().tolist()
         elapsed = time.perf_counter() - self._epoch_start
         # Running figures during the pass (the model changed while it went); the paper's
-        # "train error" is the evaluation of the whole training set after the pass.
+        # "train error" is the evaluation of the whole training set after the pass.  The
+        # learning rate is the one the pass began with: Lightning has already stepped the
+        # epoch's schedulers (a plateau rule too, after validation) when this hook runs.
         self._record({"train/running_loss": loss_sum / max(n, 1),
                       "train/running_error": 100.0 * wrong / max(n, 1),
+                      "train/learning_rate": self._pass_learning_rate,
                       "time/pass_seconds": elapsed,
                       "throughput/train_patterns_per_second": n / elapsed})
         if not self.automatic_optimization:
