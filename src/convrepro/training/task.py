@@ -85,6 +85,7 @@ class ClassifierTask(pl.LightningModule):
         self._epoch_start, self._train_sums = time.perf_counter(), torch.zeros(3)
         self._unchecked: list[tuple[int, torch.Tensor]] = []  # losses not yet checked (_check_finite)
         self._elapsed_before, self._fit_started = 0.0, time.perf_counter()
+        self._pass_learning_rate = float("nan")  # read at the start of each pass (and of a resumed one)
         self.after_pass: list[Callable[[], None]] = []  # run when a pass is completely done
 
     # ---- checkpoints: everything needed to continue a run exactly -------------------------
@@ -92,6 +93,9 @@ class ClassifierTask(pl.LightningModule):
         self._fit_started = self._epoch_start = time.perf_counter()
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+
+    def on_train_start(self):
+        self._pass_learning_rate = self._learning_rate()  # a run resumed within a pass skips its start
 
     def on_fit_end(self):
         """Every DDP replica should end with the same weights: their digests, gathered."""
@@ -143,7 +147,7 @@ class ClassifierTask(pl.LightningModule):
         self._train_sums = torch.zeros(3)  # loss sum, errors, patterns
         opt = self.optimizers()
         inner = getattr(opt, "optimizer", opt)
-        self._pass_learning_rate = float(inner.param_groups[0]["lr"])  # the first group's
+        self._pass_learning_rate = self._learning_rate()
         if isinstance(inner, SDLM):
             self._estimate_curvature(inner)
 
@@ -257,7 +261,9 @@ class ClassifierTask(pl.LightningModule):
         wrong = (out.argmax(1) != y).sum().float()
         if self._train_sums.device != out.device:  # kept on the training device: no read-back per step
             self._train_sums = self._train_sums.to(out.device)
-        self._train_sums += torch.stack([loss_sum, wrong, torch.tensor(float(len(y)), device=out.device)])
+        # The count is filled in on the device: a tensor made from a Python number is copied
+        # from the host, and such a copy waits for every queued kernel (a sync per step).
+        self._train_sums += torch.stack([loss_sum, wrong, wrong.new_full((), len(y))])
 
     def on_train_epoch_end(self):
         self._flush_finite_check()
@@ -294,6 +300,11 @@ class ClassifierTask(pl.LightningModule):
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=epoch)
 
+    def _learning_rate(self) -> float:
+        """The first parameter group's rate (a plateau rule's divisions show in it)."""
+        opt = self.optimizers()
+        return float(getattr(opt, "optimizer", opt).param_groups[0]["lr"])
+
     def _schedulers(self):
         s = self.lr_schedulers()
         if s is None:
@@ -316,7 +327,7 @@ class ClassifierTask(pl.LightningModule):
         top = out.topk(max(self.top_k), dim=1).indices
         row = [self.loss(out, y) * len(y), self.loss.mse(out, y) * len(y)]
         row += [(~(top[:, :k] == y[:, None]).any(1)).sum().float() for k in self.top_k]
-        row.append(torch.tensor(float(len(y)), device=out.device))
+        row.append(out.new_full((), len(y), dtype=torch.float32))  # filled on the device (see _accumulate)
         sums = torch.stack(row).detach()  # stays on the device: read back once, at the end
         self._eval_sums[name] = self._eval_sums.get(name, torch.zeros_like(sums)) + sums
 

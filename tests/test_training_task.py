@@ -1,0 +1,49 @@
+"""The task's per-step bookkeeping: on a GPU nothing in a step may wait for the device."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from convrepro.models.lecun1989 import ZipCodeNet
+from convrepro.training.losses import ClassificationLoss
+from convrepro.training.task import ClassifierTask
+
+# A tensor made from host data (torch.tensor(3.0, device=...)) is copied from the host, and
+# on CUDA such a copy first waits for every queued kernel; a value read back (float(t),
+# t.item()) waits likewise.  Both show as these operators, on any device.
+HOST_ROUND_TRIPS = {"aten.lift_fresh.default", "aten._local_scalar_dense.default"}
+
+
+class _Operators(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _task() -> ClassifierTask:
+    torch.manual_seed(0)
+    return ClassifierTask(ZipCodeNet(), ClassificationLoss(), lambda p: torch.optim.SGD(p, lr=0.1), ["val"],
+                          top_k=(1, 5))
+
+
+def test_a_training_step_and_a_validation_step_make_no_tensor_from_host_data_and_read_nothing_back(monkeypatch):
+    task = _task()
+    # On a CPU the finite check reads every loss back at once (no queue to stall); what it does
+    # on a GPU -- wait for FINITE_CHECK_STEPS losses -- is what is checked here.
+    monkeypatch.setattr(ClassifierTask, "_check_finite", lambda self, loss, i: self._unchecked.append((i, loss)))
+    x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    task.training_step((x, y), 0)  # the first step moves the running sums to the device
+    with _Operators() as ops:
+        task.training_step((x, y), 1)
+        with torch.no_grad():
+            task.validation_step((x, y), 0)
+            task.validation_step((x, y), 1)
+    assert not HOST_ROUND_TRIPS & set(ops.names), sorted(HOST_ROUND_TRIPS & set(ops.names))
+    # ... and the sums still count what they did
+    assert task._train_sums[2].item() == 16 and task._eval_sums["val"][-1].item() == 16
+    assert 0 <= task._eval_sums["val"][2].item() <= 16  # top-1 misses
