@@ -1,7 +1,11 @@
-"""The task's per-step bookkeeping: on a GPU nothing in a step may wait for the device."""
+"""The task's bookkeeping: per step nothing may wait for a GPU; per pass, training and its
+evaluation are timed apart."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -47,3 +51,25 @@ def test_a_training_step_and_a_validation_step_make_no_tensor_from_host_data_and
     # ... and the sums still count what they did
     assert task._train_sums[2].item() == 16 and task._eval_sums["val"][-1].item() == 16
     assert 0 <= task._eval_sums["val"][2].item() <= 16  # top-1 misses
+
+
+class _SlowEvaluation(ClassifierTask):
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        time.sleep(1.0)
+        return super().validation_step(batch, batch_idx, dataloader_idx)
+
+
+def test_a_pass_is_timed_without_its_evaluation_which_is_timed_apart():
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    task = _SlowEvaluation(ZipCodeNet(), ClassificationLoss(), lambda p: torch.optim.SGD(p, lr=0.1), ["val"])
+    data = TensorDataset(torch.randn(16, 1, 16, 16), torch.randint(0, 10, (16,)))
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    trainer.fit(task, DataLoader(data, batch_size=8), DataLoader(data, batch_size=16))
+    for row in task.history:  # one validation batch of 1 s after two training steps of a tiny net
+        assert row["time/evaluation_seconds"] >= 1.0
+        assert row["time/pass_seconds"] < 1.0
+        assert row["throughput/train_patterns_per_second"] * row["time/pass_seconds"] == pytest.approx(16)

@@ -83,6 +83,7 @@ class ClassifierTask(pl.LightningModule):
         self.history: list[dict[str, float]] = []
         # Also set by on_train_epoch_start, which a run resumed in the middle of a pass skips.
         self._epoch_start, self._train_sums = time.perf_counter(), torch.zeros(3)
+        self._training_ended: float | None = None  # when the pass's own evaluation began
         self._unchecked: list[tuple[int, torch.Tensor]] = []  # losses not yet checked (_check_finite)
         self._elapsed_before, self._fit_started = 0.0, time.perf_counter()
         self._pass_learning_rate = float("nan")  # read at the start of each pass (and of a resumed one)
@@ -143,7 +144,7 @@ class ClassifierTask(pl.LightningModule):
         return self.model(x)
 
     def on_train_epoch_start(self):
-        self._epoch_start = time.perf_counter()
+        self._epoch_start, self._training_ended = time.perf_counter(), None
         self._train_sums = torch.zeros(3)  # loss sum, errors, patterns
         opt = self.optimizers()
         inner = getattr(opt, "optimizer", opt)
@@ -268,7 +269,10 @@ class ClassifierTask(pl.LightningModule):
     def on_train_epoch_end(self):
         self._flush_finite_check()
         loss_sum, wrong, n = self._across_processes(self._train_sums).cpu().tolist()
-        elapsed = time.perf_counter() - self._epoch_start
+        now = time.perf_counter()
+        # Lightning evaluates the pass (validation) before this hook: that time is its own metric.
+        trained_until = self._training_ended or now
+        elapsed = trained_until - self._epoch_start
         # Running figures during the pass (the model changed while it went); the paper's
         # "train error" is the evaluation of the whole training set after the pass.  The
         # learning rate is the one the pass began with: Lightning has already stepped the
@@ -277,6 +281,7 @@ class ClassifierTask(pl.LightningModule):
                       "train/running_error": 100.0 * wrong / max(n, 1),
                       "train/learning_rate": self._pass_learning_rate,
                       "time/pass_seconds": elapsed,
+                      "time/evaluation_seconds": now - trained_until,
                       "throughput/train_patterns_per_second": n / elapsed})
         if not self.automatic_optimization:
             for sched in self._schedulers():
@@ -316,6 +321,10 @@ class ClassifierTask(pl.LightningModule):
         self._eval_sums: dict[str, torch.Tensor] = {}
 
     def on_validation_epoch_start(self):
+        if self._training_ended is None:  # the first evaluation of a pass ends its training time
+            if self.device.type == "cuda":  # the queued steps belong to it (one wait per pass)
+                torch.cuda.synchronize(self.device)
+            self._training_ended = time.perf_counter()
         self._reset_sums()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
