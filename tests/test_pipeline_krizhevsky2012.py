@@ -30,7 +30,8 @@ def test_tiny_alexnet_run_records_top1_top5_and_ten_crop(tmp_path, imagenette_st
     client, (run,) = _only_run(tmp_path)
     assert run.info.status == "FINISHED" and run.info.run_name == "krizhevsky2012-cpu-sgd-seed3"
     rid = run.info.run_id
-    for key in ("val/error", "val/top5_error", "train/running_error", "throughput/train_patterns_per_second"):
+    for key in ("val/error", "val/top5_error", "train/running_error", "throughput/train_patterns_per_second",
+                "time/checkpoint_seconds"):
         assert [m.step for m in client.get_metric_history(rid, key)] == [1, 2], key
     # The rate each pass trained with: linear decay to 0 over the 2 passes, stepped after each.
     rates = [(h.step, h.value) for h in client.get_metric_history(rid, "train/learning_rate")]
