@@ -96,6 +96,8 @@ def end_to_end(precision: str, epochs: int, device: str = "gpu") -> dict:
         m = run.data.metrics
         return {"precision": precision, "epochs": epochs, "wall_seconds": wall, "pass_seconds": m["time/pass_seconds"],
                 "train_images_per_second": m["throughput/train_patterns_per_second"],
+                "evaluation_seconds": m.get("time/evaluation_seconds"),
+                "checkpoint_seconds": m.get("time/checkpoint_seconds"),
                 "final_evaluation_seconds": wall - m["time/total_seconds"],  # start-up included
                 "val_10crop_error": m.get("val_10crop/error")}
 
