@@ -73,3 +73,29 @@ def test_a_pass_is_timed_without_its_evaluation_which_is_timed_apart():
         assert row["time/evaluation_seconds"] >= 1.0
         assert row["time/pass_seconds"] < 1.0
         assert row["throughput/train_patterns_per_second"] * row["time/pass_seconds"] == pytest.approx(16)
+
+
+@pytest.mark.parametrize("interval,saved_after", [(0, [1, 2, 3]), (3600, [3])])
+def test_pass_end_checkpoints_keep_their_minimum_interval_and_the_last_pass_always_saves(tmp_path, interval,
+                                                                                        saved_after):
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from convrepro.training.callbacks import PassCheckpoint
+
+    torch.manual_seed(0)
+    task = ClassifierTask(ZipCodeNet(), ClassificationLoss(), lambda p: torch.optim.SGD(p, lr=0.1), ["val"])
+    checkpoint, saved = PassCheckpoint(tmp_path, min_interval_s=interval), []
+    real_save = checkpoint.save
+    checkpoint.save = lambda trainer: (saved.append(trainer.current_epoch + 1), real_save(trainer))
+    data = TensorDataset(torch.randn(16, 1, 16, 16), torch.randint(0, 10, (16,)))
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1,
+                         callbacks=[checkpoint])
+    trainer.fit(task, DataLoader(data, batch_size=8), DataLoader(data, batch_size=16))
+    assert saved == saved_after
+    # The file holds the end of the run: a resume starts after the last pass.
+    state = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 2
+    for name, value in task.model.state_dict().items():
+        assert torch.equal(state["state_dict"][f"model.{name}"], value), name

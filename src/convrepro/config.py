@@ -49,6 +49,12 @@ def _count(cfg, key, minimum: int):
         raise ConfigError(f"{key}={v!r} is not allowed: expected {what} (or null for the default)")
 
 
+def _non_negative(cfg, key):
+    v = _get(cfg, key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise ConfigError(f"{key}={v!r} is not allowed: expected a number >= 0")
+
+
 def _positive_float(cfg, key):
     v = _get(cfg, key)
     if v is None:
@@ -89,6 +95,7 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg, "training.patterns_per_update", allow_none=True)
     _positive_int(cfg, "training.curvature_patterns")
     _positive_int(cfg, "training.checkpoint_every_n_steps", allow_none=True)
+    _non_negative(cfg, "training.checkpoint_min_interval_s")
     _positive_float(cfg, "optim.lr")
     _choice(cfg, "loss.name", LOSSES)
     _choice(cfg, "model.nonlinearity", sorted(NONLINEARITIES))

@@ -130,7 +130,8 @@ def make_trainer(cfg: DictConfig, checkpoint_dir: Path, logger=False, output_dir
     from convrepro.training.callbacks import DeliverInterrupt, PassCheckpoint
 
     # Every pass ends with a checkpoint (weights, optimizer, loop position, RNG, history).
-    checkpoint = PassCheckpoint(checkpoint_dir, cfg.training.checkpoint_every_n_steps)
+    checkpoint = PassCheckpoint(checkpoint_dir, cfg.training.checkpoint_every_n_steps,
+                                cfg.training.checkpoint_min_interval_s)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
                          callbacks=[checkpoint, DeliverInterrupt()], default_root_dir=output_dir,
                          enable_checkpointing=False)
