@@ -1,5 +1,5 @@
 """The task's bookkeeping: per step nothing may wait for a GPU; per pass, training and its
-evaluation are timed apart."""
+evaluation are timed apart, and the pass-end checkpoint keeps its interval."""
 
 from __future__ import annotations
 
