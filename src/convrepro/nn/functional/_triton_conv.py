@@ -35,7 +35,7 @@ from torch.autograd import Function
 
 from . import _triton_conv_taps as taps
 from ._conv_large import _kernel_matrix, _padded_channels_last, large_backward
-from ._triton_grid import partial_sums, share_out, split, total
+from ._triton_grid import split
 from .sizes import output_size
 
 # Tile sizes and launch shape per kernel (M: positions, N: maps, K: the summed index; the
@@ -46,8 +46,8 @@ CONFIGS = {"forward": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, num_warps=8, nu
            "weight_gradient": dict(BLOCK_D=64, BLOCK_K=64, BLOCK_M=64, num_warps=4, num_stages=3)}
 # How the weight gradient is summed: "columns" lays the receptive fields out once (im2col, as
 # the tensor-op path does) and multiplies them by the output gradient in one GEMM per group;
-# "triton" is the implicit product below, which never stores the columns; "auto" picks per layer
-# (``_weight_gradient_path``).
+# "triton" is the implicit product below, which never stores the columns; "auto" picks per
+# layer (``_weight_gradient_path``).
 WEIGHT_GRADIENT = "auto"
 # Maps per group from which the tap-ordered kernels (``_triton_conv_taps``) run: below it a
 # tile of maps would be mostly padding (AlexNet's conv1 reads 3).
@@ -170,6 +170,14 @@ def _weight_gradient(g_ptr, x_ptr, dw_ptr, M, CHUNK, H, W, HO, WO, CG, DG, pad_v
     tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=d_ok[:, None] & k_ok[None, :])
 
 
+def _split(m: int, tiles: int, block_m: int, device: torch.device) -> tuple[int, int]:
+    """(parts, positions per part) of the weight gradient's sum, so that the grid fills the GPU."""
+    blocks = triton.cdiv(m, block_m)
+    split = max(1, min(triton.cdiv(programs_wanted(device), tiles), blocks))
+    chunk = triton.cdiv(blocks, split) * block_m
+    return triton.cdiv(m, chunk), chunk
+
+
 def _block_k(count: int, largest: int) -> int:
     """The widest block of maps, down to 16, that divides ``count`` (no padded tail), else ``largest``."""
     block = largest
@@ -256,8 +264,10 @@ def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, 
     else:
         k_tiles = triton.cdiv(ktot, config["BLOCK_K"])
     tiles = triton.cdiv(dg, bd) * k_tiles * groups
-    split, chunk = share_out(m, tiles, bm, programs_wanted(x.device))
-    out = partial_sums(split, (d, cg, kh, kw), grad_out)
+    split, chunk = _split(m, tiles, bm, x.device)
+    # One part: straight into the gradient; several: partial sums in float32, added below.
+    out = torch.empty(split, d, cg, kh, kw, dtype=grad_out.dtype if split == 1 else torch.float32,
+                      device=grad_out.device)
     grid = (triton.cdiv(dg, bd), k_tiles, groups * split)
     geometry = dict(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, PRECISION=precision, SPLIT=split)
     common = (grad_out, x, out, m, chunk, h, w, ho, wo)
@@ -268,7 +278,7 @@ def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, 
     else:
         _weight_gradient[grid](*common, cg, dg, float(pad_value), *strides, KTOT=ktot,
                                CHANNELS_FAST=_channels_fast(x), **geometry, **config)
-    return total(out, grad_out.dtype)
+    return out[0] if split == 1 else out.sum(0).to(grad_out.dtype)
 
 
 def _weight_gradient_by_columns(grad_out, x, shape, stride, padding, pad_value, groups):
