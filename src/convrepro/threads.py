@@ -9,6 +9,7 @@ every such op by one to two orders of magnitude (measured: LeCun passes of 5 s b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,7 +30,17 @@ def one_thread(enabled: bool = True) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def pool(threads: int) -> ThreadPoolExecutor:
+    """A pool of ``threads`` Python threads, made once per process: a forked child (a data
+    loader's worker) inherits the parent's pools without their threads, and would wait on
+    them forever."""
+    key = (os.getpid(), threads)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(threads, "convrepro")
+    return _POOLS[key]
 
 
 def image_by_image(fn: Callable[[int], None], count: int, on_cpu: bool = True) -> None:
@@ -58,6 +69,5 @@ def image_by_image(fn: Callable[[int], None], count: int, on_cpu: bool = True) -
                 for i in range(k, count, threads):
                     fn(i)
 
-        pool = _POOLS.get(threads) or _POOLS.setdefault(threads, ThreadPoolExecutor(threads, "convrepro-images"))
-        for _ in pool.map(share, range(threads)):
+        for _ in pool(threads).map(share, range(threads)):
             pass  # re-raises the first error

@@ -11,7 +11,9 @@
   gradient into zeros.
 
 1-D forms pool over time (N, C, T) and run the 2-D Function on a height-one image.
-On CUDA with Triton, max pooling runs two kernels instead (``_triton_pool``).
+On CUDA with Triton, max pooling runs two kernels instead (``_triton_pool``); on a CPU with
+Numba, a channels-last map in float32 or float64 goes through two compiled loops
+(``_numba_pool``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch.autograd import Function
 
-from . import _checks, _triton
+from . import _checks, _numba, _triton
 from ._amp import accumulator
 from .sizes import output_size
 
@@ -165,6 +167,10 @@ def max_pool2d(x: torch.Tensor, kernel_size, stride=None) -> torch.Tensor:
         from ._triton_pool import TritonMaxPooling2d
 
         return TritonMaxPooling2d.apply(x, kernel, stride)
+    if _channels_last(x) and _numba.wanted(x):
+        from ._numba_pool import NumbaMaxPooling2d
+
+        return NumbaMaxPooling2d.apply(x, kernel, stride)
     return MaxPooling2d.apply(x, kernel, stride)
 
 
