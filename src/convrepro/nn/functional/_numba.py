@@ -23,10 +23,10 @@ import torch
 from convrepro.threads import pool
 
 DTYPES = (torch.float32, torch.float64)
-# Handing a slice to a second thread costs 0.1-0.3 ms here: worth it from a few million
-# elements (max pooling on 2 cores: 2.2M outputs 28 ms split against 36 ms in one thread;
-# 295k outputs 2.1-2.3 ms split against 1.8-2.1).
-SPLIT_FROM = 1 << 21
+# Splitting pays from a few hundred thousand elements: on 2 cores, max pooling's forward
+# + backward took 26-31 against 33-35 ms for 2.2M outputs, 10-12 against 12-13 ms for 1.4M,
+# and the same for 0.3M (2.3-3.0 against 2.5-3.1 ms).
+SPLIT_FROM = 1 << 18
 
 
 @functools.lru_cache(maxsize=1)
