@@ -84,7 +84,7 @@ def test_max_pool_with_many_ties_routes_like_pytorch(case):
         _routes_like_pytorch(x, g, case, "MaxPooling2dBackward")
 
 
-# The Numba loops are compiled once per window and stride (~0.7 s each, cached on disk), so
+# The Numba loops are compiled once per window and stride (0.6-1.1 s each, cached on disk), so
 # they are drawn from a few that cover the shapes of the code: AlexNet's overlapping 3/2,
 # tiling windows, a 1-D window with a shorter stride, a stride longer than its window, and
 # the trivial 1 x 1.
