@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from convrepro import compiled
 from convrepro.nn import functional as cf
-from convrepro.nn.functional import _numba
 
 
 def _map(*shape, dtype=torch.float64, seed=0):
@@ -46,7 +46,7 @@ def test_everything_else_keeps_the_tensor_op_path(case, monkeypatch):
     elif case == "switched off":
         monkeypatch.setenv("CONVREPRO_NUMBA", "0")
     else:
-        monkeypatch.setattr(_numba, "available", lambda: False)
+        monkeypatch.setattr(compiled, "available", lambda: False)
     assert _path(cf.max_pool2d(x, 3, 2)) == "MaxPooling2dBackward"
 
 
@@ -69,9 +69,9 @@ def test_a_window_of_more_than_256_positions_counts_its_winner_in_int32():
 
 def test_a_large_batch_is_shared_out_over_threads_with_the_same_result(monkeypatch):
     pools = []
-    real_pool = _numba.pool
-    monkeypatch.setattr(_numba, "pool", lambda threads: pools.append(threads) or real_pool(threads))
-    monkeypatch.setattr(_numba, "SPLIT_FROM", 1)
+    real_pool = compiled.pool
+    monkeypatch.setattr(compiled, "pool", lambda threads: pools.append(threads) or real_pool(threads))
+    monkeypatch.setattr(compiled, "SPLIT_FROM", 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -94,7 +94,7 @@ def _pool_in_child(queue):
 def test_a_forked_child_shares_out_its_batch_too(monkeypatch):
     """A forked process (a data loader's worker) inherits the parent's pools but not their
     threads: it must make its own instead of waiting on them."""
-    monkeypatch.setattr(_numba, "SPLIT_FROM", 1)
+    monkeypatch.setattr(compiled, "SPLIT_FROM", 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

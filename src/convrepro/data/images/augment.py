@@ -21,6 +21,7 @@ import threading
 
 import torch
 
+from convrepro import compiled
 from convrepro.threads import image_by_image
 
 SCALES = {"raw": 1.0, "unit": 1.0 / 255.0}
@@ -136,9 +137,10 @@ def train_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, eigenvalues: tor
     """Each image's crop (reflected if drawn so) minus the same window of the mean image,
     plus its PCA colour.
 
-    Two ways, the same numbers (tested): on a CPU per image (broadcasting the mean over the
-    batch ran 5x slower there); on a GPU as whole-batch gathers, a few kernels per batch where
-    the per-image loop launched ~4 per image (``whole_batch`` forces either).
+    Three ways, the same numbers (tested): on a CPU per image, as one compiled loop
+    (``_augment_loops``, when Numba runs) or as a few tensor operations (broadcasting the mean
+    over the batch ran 5x slower there); on a GPU as whole-batch gathers, a few kernels per
+    batch where the per-image loop launched ~4 per image (``whole_batch`` forces either).
     """
     b, size = x.shape[0], x.shape[1]
     top, left, reflected = crop_indices(b, size, crop, flip)
@@ -147,6 +149,11 @@ def train_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, eigenvalues: tor
     shift = pca_shift(b, eigenvalues, eigenvectors, pca_std, 1.0, x.device) if pca_std else None
     if _on_whole_batch(x, whole_batch):
         _gathered_windows(x, mean, top, left, reflected, crop, out, shift, scale)
+        return out.view(b, crop, crop, 3).permute(0, 3, 1, 2)
+    if _compiled(x):
+        from . import _augment_loops
+
+        _augment_loops.windows(x, mean, top, left, reflected, shift, scale, out.view(b, crop, crop, 3))
         return out.view(b, crop, crop, 3).permute(0, 3, 1, 2)
     mean_reflected = mean.flip(1) if mean_reflected is None else mean_reflected
     shift = shift.repeat(1, crop) if shift is not None else None
@@ -189,6 +196,11 @@ def _on_whole_batch(x: torch.Tensor, whole_batch: bool | None) -> bool:
     return x.device.type != "cpu" if whole_batch is None else whole_batch
 
 
+def _compiled(x: torch.Tensor) -> bool:
+    """Whether a CPU batch goes through the compiled per-image loop (``_augment_loops``)."""
+    return x.device.type == "cpu" and x.dtype == torch.uint8 and compiled.wanted()
+
+
 def _windows(x: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor | None, top: int, left: int,
              crop: int, reflected: bool, out: torch.Tensor, whole_batch: bool | None = None) -> None:
     """out (B, C, C*3) = the same window of every image, centred: on a GPU one slice of the
@@ -200,6 +212,13 @@ def _windows(x: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor |
         o = out.view(b, crop, crop, 3)
         o.copy_(window.flip(2) if reflected else window)
         o.sub_(m.flip(1) if reflected else m)
+        return
+    if _compiled(x):
+        from . import _augment_loops
+
+        b, crop = x.shape[0], out.shape[1]
+        _augment_loops.windows(x, mean, [top] * b, [left] * b, [reflected] * b, None, 1.0,
+                               out.view(b, crop, crop, 3))
         return
     image_by_image(lambda i: _centred_window(out[i], x[i], mean, mean_reflected, top, left, crop, reflected),
                    x.shape[0], x.device.type == "cpu")

@@ -24,7 +24,8 @@ import numba
 import torch
 from torch.autograd import Function
 
-from ._numba import over_batch
+from convrepro.compiled import over_slices
+
 from .sizes import output_size
 
 
@@ -80,7 +81,7 @@ class NumbaMaxPooling2d(Function):
         tap = torch.empty(out.shape, dtype=torch.uint8 if kh * kw <= 256 else torch.int32)
         rows = x.detach().permute(0, 2, 3, 1).numpy()  # a view: the map as it lies in memory
         forward, _ = _kernels(kh, kw, sh, sw)
-        over_batch(forward, n, out.numel(), rows, out.numpy(), tap.numpy())
+        over_slices(forward, n, out.numel(), rows, out.numpy(), tap.numpy())
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(tap)
         ctx.geometry = (x.shape, kernel, stride)
@@ -93,5 +94,5 @@ class NumbaMaxPooling2d(Function):
         g = grad_out.permute(0, 2, 3, 1).contiguous()
         grad_x = torch.empty(n, h, w, c, dtype=grad_out.dtype)
         _, backward = _kernels(kh, kw, sh, sw)
-        over_batch(backward, n, grad_x.numel(), g.numpy(), tap.numpy(), grad_x.numpy())
+        over_slices(backward, n, grad_x.numel(), g.numpy(), tap.numpy(), grad_x.numpy())
         return grad_x.permute(0, 3, 1, 2), None, None
