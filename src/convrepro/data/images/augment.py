@@ -150,12 +150,12 @@ def train_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, eigenvalues: tor
     if _on_whole_batch(x, whole_batch):
         _gathered_windows(x, mean, top, left, reflected, crop, out, shift, scale)
         return out.view(b, crop, crop, 3).permute(0, 3, 1, 2)
+    mean_reflected = mean.flip(1) if mean_reflected is None else mean_reflected
     if _compiled(x):
         from . import _augment_loops
 
-        _augment_loops.windows(x, mean, top, left, reflected, shift, scale, out.view(b, crop, crop, 3))
+        _augment_loops.windows(x, mean, mean_reflected, top, left, reflected, shift, scale, out)
         return out.view(b, crop, crop, 3).permute(0, 3, 1, 2)
-    mean_reflected = mean.flip(1) if mean_reflected is None else mean_reflected
     shift = shift.repeat(1, crop) if shift is not None else None
 
     def image(i: int) -> None:
@@ -216,9 +216,8 @@ def _windows(x: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor |
     if _compiled(x):
         from . import _augment_loops
 
-        b, crop = x.shape[0], out.shape[1]
-        _augment_loops.windows(x, mean, [top] * b, [left] * b, [reflected] * b, None, 1.0,
-                               out.view(b, crop, crop, 3))
+        b = x.shape[0]
+        _augment_loops.windows(x, mean, mean_reflected, [top] * b, [left] * b, [reflected] * b, None, 1.0, out)
         return
     image_by_image(lambda i: _centred_window(out[i], x[i], mean, mean_reflected, top, left, crop, reflected),
                    x.shape[0], x.device.type == "cpu")
