@@ -32,10 +32,10 @@ def _centred(o, pixels, subtracted, scale):
 @numba.njit(nogil=True, cache=True)
 def _reversed(row, pixels, last):
     """row = the pixels from ``last`` (a pixel's first byte) backwards, each pixel's 3 bytes in order."""
-    last = np.uint64(last)  # unsigned: no negative-index check per byte
+    last, one, two = np.uint64(last), np.uint64(1), np.uint64(2)  # unsigned: no negative-index check per byte
     for c in range(row.shape[0] // 3):
         d, e = last - np.uint64(3 * c), np.uint64(3 * c)
-        row[e], row[e + np.uint64(1)], row[e + np.uint64(2)] = pixels[d], pixels[d + np.uint64(1)], pixels[d + np.uint64(2)]
+        row[e], row[e + one], row[e + two] = pixels[d], pixels[d + one], pixels[d + two]
 
 
 @numba.njit(nogil=True, cache=True)
