@@ -16,6 +16,7 @@ slice per PyTorch thread; the loops release the GIL, so the slices run side by s
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 
 import torch
@@ -28,13 +29,18 @@ from convrepro.threads import pool
 SPLIT_FROM = 1 << 18
 
 
-@functools.lru_cache(maxsize=1)
-def available() -> bool:
+@functools.cache
+def importable(module: str) -> bool:
+    """Whether ``module`` imports: the compilers (Numba, Triton) are optional."""
     try:
-        import numba  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
         return False
     return True
+
+
+def available() -> bool:
+    return importable("numba")
 
 
 def wanted() -> bool:

@@ -16,19 +16,15 @@ Triton was first imported without the interpreter cannot run inside an interpret
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
 
+from convrepro.compiled import importable
 
-@functools.lru_cache(maxsize=1)
+
 def available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importable("triton")
 
 
 LAYERS = ("conv", "pool")
