@@ -12,7 +12,7 @@ sums where windows overlap come out bit for bit the same.
 The loops walk the (N, H, W, C) array a channels-last map is in memory; for each output
 position the loop over channels runs along contiguous memory.  The tensor-op path
 (``pool.MaxPooling2d``) takes about fifteen whole-tensor passes over such a map, each a
-trip through memory (3.6x PyTorch's time); on contiguous maps its passes run along rows
+trip through memory (2.2-3.6x PyTorch's time here); on contiguous maps its passes run along rows
 and keep up with PyTorch, so contiguous maps stay there.
 """
 
