@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import torch
 
+from ._gemm import matmul
+
 
 def output_from_columns(cols: torch.Tensor, kmat: torch.Tensor, bias: torch.Tensor | None,
                         n: int, ho: int, wo: int) -> torch.Tensor:
     """z = columns (G, M, K) @ kernel matrix (G, K, Dg) + bias, as (N, D, Ho, Wo) channels-last.
 
-    One GEMM for the whole batch (one per group); the per-map bias rides in ``addmm``, a
-    per-unit bias (LeCun, shape (D, Ho, Wo)) is added to the channels-last result.
+    One GEMM for the whole batch, one per group (``_gemm``); the per-map bias rides in the
+    product, a per-unit bias (LeCun, shape (D, Ho, Wo)) is added to the channels-last result.
     """
-    groups, d = kmat.shape[0], kmat.shape[0] * kmat.shape[2]
+    groups, dg = kmat.shape[0], kmat.shape[2]
     per_map = bias is not None and bias.dim() == 1
     if groups == 1:
-        out = torch.addmm(bias, cols[0], kmat[0]) if per_map else torch.mm(cols[0], kmat[0])
-        out = out.view(n, ho, wo, d)
+        out = matmul(cols[0], kmat[0], bias if per_map else None).view(n, ho, wo, dg)
     else:
-        out = torch.bmm(cols, kmat).permute(1, 0, 2).reshape(n, ho, wo, d)
-        if per_map:
-            out += bias
+        out = torch.cat([matmul(cols[k], kmat[k], bias[k * dg:(k + 1) * dg] if per_map else None)
+                         for k in range(groups)], dim=1).view(n, ho, wo, groups * dg)
     if bias is not None and bias.dim() == 3:
         out += bias.permute(1, 2, 0)
     return out.permute(0, 3, 1, 2)
