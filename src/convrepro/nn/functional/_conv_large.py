@@ -16,9 +16,13 @@ from torch.autograd import Function
 
 from ._amp import accumulator
 from ._columns import bias_gradient, output_from_columns
+from ._gemm import matmul
 from .sizes import output_size
 
 _SCRATCH = threading.local()
+
+# The input gradient's column gradient is made in blocks of about this size (a few images).
+BLOCK_BYTES = 16 << 20
 
 
 def _workspace(slot, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -43,12 +47,19 @@ def _workspace(slot, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor
     return buf[:numel].view(shape)
 
 
-def _padded_channels_last(x: torch.Tensor, ph: int, pw: int, value: float) -> torch.Tensor:
-    """(N, C, H, W) in any layout -> contiguous (N, H + 2ph, W + 2pw, C), framed by ``value``."""
+def _padded_channels_last(x: torch.Tensor, ph: int, pw: int, value: float, reuse: bool = False) -> torch.Tensor:
+    """(N, C, H, W) in any layout -> contiguous (N, H + 2ph, W + 2pw, C), framed by ``value``;
+    with ``reuse``, in a workspace (only the forward's columns read it)."""
     n, c, h, w = x.shape
     if ph == 0 and pw == 0:
         return x.permute(0, 2, 3, 1).contiguous()
-    xp = x.new_full((n, h + 2 * ph, w + 2 * pw, c), value)
+    shape = (n, h + 2 * ph, w + 2 * pw, c)
+    if not reuse:
+        xp = x.new_full(shape, value)
+    else:  # the interior is overwritten below: only the frame's four strips are set
+        xp = _workspace(("padded", *shape), shape, x)
+        xp[:, :ph], xp[:, ph + h :] = value, value
+        xp[:, ph : ph + h, :pw], xp[:, ph : ph + h, pw + w :] = value, value
     xp[:, ph : ph + h, pw : pw + w, :] = x.permute(0, 2, 3, 1)
     return xp
 
@@ -86,26 +97,31 @@ class LargeConvolution2d(Function):
         n, c, h, w = x.shape
         d, cg, kh, kw = weight.shape
         (sh, sw), (ph, pw) = stride, padding
-        xp = _padded_channels_last(x, ph, pw, pad_value)
+        xp = _padded_channels_last(x, ph, pw, pad_value, reuse=True)
         ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
         cols = _columns(xp, kh, kw, sh, sw, groups)
         kmat = _kernel_matrix(weight, groups)
         out = output_from_columns(cols, kmat, bias, n, ho, wo)
-        # The columns live in a workspace: backward reuses them if no other layer of the
-        # same shape has written there since (same version), else rebuilds them from xp.
-        ctx.save_for_backward(xp if ctx.needs_input_grad[1] else None,
+        # The padded input and the columns live in workspaces: backward reuses the columns
+        # if no other layer of the same shape has written there since (same version), else
+        # rebuilds them from x.
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None,
                               kmat if ctx.needs_input_grad[0] else None)
         if ctx.needs_input_grad[1]:
             ctx.columns, ctx.columns_version = cols, cols._version
         ctx.geometry = (x.shape, weight.shape, stride, padding, groups, bias is not None and bias.dim())
+        ctx.pad_value = pad_value
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        xp, kmat = ctx.saved_tensors
-        cols = None
-        if ctx.needs_input_grad[1] and ctx.columns._version == ctx.columns_version:
-            cols = ctx.columns
+        x, kmat = ctx.saved_tensors
+        xp = cols = None
+        if ctx.needs_input_grad[1]:
+            if ctx.columns._version == ctx.columns_version:
+                cols = ctx.columns
+            else:
+                xp = _padded_channels_last(x, *ctx.geometry[3], ctx.pad_value)
         grads = large_backward(ctx.needs_input_grad, grad_out, xp, kmat, cols, ctx.geometry)
         return (*grads, None, None, None, None)
 
@@ -116,21 +132,32 @@ def large_backward(needs_input_grad, grad_out, xp, kmat, cols, geometry):
     (n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), groups, bias_dim = geometry
     ho, wo = grad_out.shape[-2:]
     dg = d // groups
-    # (G, M, Dg): the output gradient, one row per output position.
+    # (G, M, Dg): the output gradient, one row per output position, each group's rows
+    # contiguous (a channels-last gradient interleaves the groups: one copy separates them).
     g = grad_out.permute(0, 2, 3, 1).reshape(n * ho * wo, groups, dg).transpose(0, 1)
+    if groups > 1:
+        g = g.contiguous()
     grad_x = grad_w = grad_b = None
     if needs_input_grad[0]:
         # Correlation of the output gradient with the kernel: every output position sends
         # dL/dz back through the kernel (one GEMM), then the kh*kw shifted copies are
-        # summed.  The column gradient is made transposed, (G, kh*kw*Cg, M), so that each
-        # shifted copy is a run of whole (Ho, Wo) planes: the adds stream through memory.
-        dcols = _workspace("column_gradient", (groups, kh * kw * cg, n * ho * wo), grad_out)
-        torch.bmm(kmat, g.transpose(1, 2), out=dcols)
-        dcols = dcols.view(groups, kh, kw, cg, n, ho, wo)
+        # summed.  The column gradient is made transposed, (kh*kw*Cg, positions), so that
+        # each shifted copy is a run of whole (Ho, Wo) planes: the adds stream through
+        # memory.  On a CPU it is made a few images at a time and summed at once: a block
+        # that stays in the cache, in memory the allocator hands back each time, where the
+        # whole batch's (conv2 at batch 32: 224 MB) took a page fault per 4 KB.
         dxp = grad_out.new_zeros(groups, cg, n, h + 2 * ph, w + 2 * pw, dtype=accumulator(grad_out.dtype))
-        for i in range(kh):
-            for j in range(kw):
-                dxp[:, :, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += dcols[:, i, j]
+        per_image = kh * kw * cg * ho * wo * grad_out.element_size()
+        step = max(1, BLOCK_BYTES // per_image) if grad_out.device.type == "cpu" else n
+        for k in range(groups):
+            for first in range(0, n, step):
+                last = min(n, first + step)
+                block = matmul(kmat[k], g[k, first * ho * wo : last * ho * wo].t())
+                block = block.view(kh, kw, cg, last - first, ho, wo)
+                into = dxp[k, :, first:last]
+                for i in range(kh):
+                    for j in range(kw):
+                        into[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += block[i, j]
         # The frame (pad_value) is a constant: its gradient is dropped.
         dxp = dxp.view(c, n, h + 2 * ph, w + 2 * pw)
         grad_x = dxp[:, :, ph : ph + h, pw : pw + w].permute(1, 0, 2, 3).to(grad_out.dtype)
@@ -139,7 +166,7 @@ def large_backward(needs_input_grad, grad_out, xp, kmat, cols, geometry):
         # kernel; flipping back gives that of the convolution kernel.
         if cols is None:
             cols = _columns(xp, kh, kw, sh, sw, groups)
-        dk = torch.bmm(g.transpose(1, 2), cols)  # (G, Dg, kh*kw*Cg)
+        dk = torch.stack([matmul(g[k].t(), cols[k]) for k in range(groups)])  # (G, Dg, kh*kw*Cg)
         dk = dk.view(groups, dg, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(d, cg, kh, kw)
         grad_w = dk.flip(-2, -1)
     if needs_input_grad[2]:
