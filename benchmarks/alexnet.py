@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
+import machine  # benchmarks/machine.py: run as a script, its folder is on the path
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -230,7 +230,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     result = {"size": args.size, "batch": args.batch, "threads": torch.get_num_threads(), "device": str(device),
-              "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+              "machine": machine.cpu(), "torch": torch.__version__}
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
     result["model"] = model_throughput(args.size, args.batch, args.repeats, device)

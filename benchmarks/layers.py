@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import machine  # benchmarks/machine.py: run as a script, its folder is on the path
 import torch
 import torch.nn.functional as F
 
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in competitors:
             p.join(timeout=10)
     report = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+        "machine": {"platform": platform.platform(), "cpu": machine.cpu(),
                     "python": platform.python_version(), "threads": torch.get_num_threads(),
                     "cores": os.cpu_count(), "load_before": os.getloadavg()[0]},
         "libraries": {"torch": torch.__version__},
