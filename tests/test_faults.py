@@ -127,20 +127,6 @@ def test_malformed_tracking_uri_and_unwritable_output_are_one_message_each(tmp_p
             assert runs == []
 
 
-def _children(pid: int) -> set[int]:
-    """Processes whose parent is ``pid`` (the DataLoader workers), read from /proc."""
-    out = set()
-    for stat in os.listdir("/proc"):
-        if stat.isdigit():
-            try:
-                fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.add(int(stat))
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
@@ -149,33 +135,56 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+GROUP_SIGNAL_AT_SIXTH_STEP = """
+import os, signal, sys
+from convrepro.train import main
+from convrepro.training.task import ClassifierTask
+signum, pids_file = int(sys.argv.pop(1)), sys.argv.pop(1)
+real_step = ClassifierTask.training_step
+def parent(pid):
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+def step(self, batch, batch_idx):
+    if self.current_epoch == 0 and batch_idx == 5:  # the whole process group, as from outside
+        me = os.getpid()
+        open(pids_file, "w").write(" ".join(p for p in os.listdir("/proc") if p.isdigit() and parent(p) == me))
+        os.killpg(os.getpgid(0), signum)
+    return real_step(self, batch, batch_idx)
+ClassifierTask.training_step = step
+sys.argv = ["convrepro-train", *sys.argv[1:]]
+main()
+"""
+
+
 @pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_group_signal_mid_pass_with_workers_ends_killed_and_resumes(tmp_path, signum, status, imagenette_store):
-    """What `timeout`, SLURM and Kubernetes do (the whole process group, workers included)."""
+    """What `timeout`, SLURM and Kubernetes do (the whole process group, workers included).
+
+    The run signals its own group at its sixth step, so that the signal always lands inside
+    the first pass: from outside, after a fixed wait, it landed after the pass on a fast
+    machine (Lightning stops a pass at a step boundary and the callback keeps that state,
+    while a stop in validation keeps only the last pass-end checkpoint, here none yet)."""
     from .test_pipeline_krizhevsky2012 import TINY
 
     require_data("imagenette2-224")
-    # A first pass of 100 steps, so that the signal lands inside it, not in its validation:
-    # Lightning stops a pass at a step boundary and the callback keeps that state, while a stop
-    # in validation keeps only the last pass-end checkpoint, here none yet.
     args = (*[a for a in TINY if not a.startswith("data.num_workers")], "data.num_workers=2",
-            "data.train_subset=1600", "data.ten_crop=false", "trainer.max_epochs=2", "seed=4")
-    store = tmp_path / "mlflow.db"
+            "data.train_subset=320", "data.ten_crop=false", "trainer.max_epochs=2", "seed=4")
+    store, pids = tmp_path / "mlflow.db", tmp_path / "workers.txt"
     env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
-    command = [sys.executable, "-m", "convrepro.train", *args, f"hydra.run.dir={tmp_path}/o"]
+    command = [sys.executable, "-c", GROUP_SIGNAL_AT_SIXTH_STEP, str(int(signum)), str(pids), *args,
+               f"hydra.run.dir={tmp_path}/o"]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
-    deadline, workers = time.time() + 180, set()
-    while time.time() < deadline and proc.poll() is None and not (tmp_path / "checkpoints").is_dir():
-        time.sleep(0.5)  # the run's folder exists: set-up (its own decoding workers included) is over
-    while time.time() < deadline and proc.poll() is None and len(workers) < 2:  # training with its workers
-        time.sleep(0.5)
-        workers = _children(proc.pid)
-    assert len(workers) >= 2, f"the run never started its DataLoader workers (exit {proc.poll()})"
-    time.sleep(2)  # some steps into the pass
-    os.killpg(proc.pid, signum)
-    _, stderr = proc.communicate(timeout=180)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the process did not exit after the signal")
     assert proc.returncode == status, stderr[-3000:]
+    workers = {int(p) for p in pids.read_text().split()}
+    assert len(workers) >= 2, f"the run had not started its DataLoader workers: {workers}"
     lines = [line for line in stderr.splitlines() if line.startswith("stopped by")]
     assert len(lines) == 1 and signal.Signals(signum).name in lines[0] and "KILLED" in lines[0]
     assert "Traceback" not in stderr and "killed by signal" not in stderr
@@ -186,7 +195,7 @@ def test_group_signal_mid_pass_with_workers_ends_killed_and_resumes(tmp_path, si
     assert run.data.tags["error"] == f"interrupted ({signal.Signals(signum).name})"
     if signum == signal.SIGTERM:  # stopped at a step boundary: that step's state was kept
         kept = torch.load(tmp_path / "checkpoints" / run.info.run_id / "last.ckpt", weights_only=False)
-        assert 0 < kept["global_step"] < 100, kept["global_step"]  # inside the first pass
+        assert 0 < kept["global_step"] < 20, kept["global_step"]  # inside the first pass (20 steps)
         resumed = train(tmp_path, *args, "resume=auto")
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         final = client.get_run(run.info.run_id)
