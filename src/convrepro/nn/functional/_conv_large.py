@@ -84,6 +84,16 @@ def _columns(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int) 
     return cols.view(groups, n * ho * wo, kh * kw * cg)
 
 
+def _landing(tap: int, stride: int, pad: int, out: int, size: int) -> tuple[slice, slice]:
+    """Which output positions' tap ``tap`` lands inside an input of ``size`` (not on the frame),
+    and where: position o reads input o * stride + tap - pad."""
+    lo = max(0, -(-(pad - tap) // stride))  # first o with o * stride + tap - pad >= 0
+    hi = min(out, (size - 1 + pad - tap) // stride + 1)  # past the last o inside
+    hi = max(hi, lo)
+    start = lo * stride + tap - pad
+    return slice(lo, hi), slice(start, start + stride * (hi - lo - 1) + 1 if hi > lo else start, stride)
+
+
 def _kernel_matrix(weight: torch.Tensor, groups: int) -> torch.Tensor:
     """(D, Cg, kh, kw) -> the flipped kernel as (G, kh*kw*Cg, Dg): the convolution's matrix."""
     d, cg, kh, kw = weight.shape
@@ -150,22 +160,26 @@ def large_backward(needs_input_grad, grad_out, xp, kmat, cols, geometry):
         # block alone, but 72 against 51 ms for the whole input gradient: after each product
         # oneDNN's OpenMP threads spin for a while, and a loop on other threads then
         # shares two cores with them.  PyTorch's adds run on those same threads.)
-        dxp = grad_out.new_zeros(groups, cg, n, h + 2 * ph, w + 2 * pw, dtype=accumulator(grad_out.dtype))
+        # The sums go straight into the (N, C, H, W) gradient: each tap adds only the output
+        # positions that land inside the input (the frame is a constant, its gradient is
+        # dropped), so the result is a contiguous tensor autograd keeps as it is.
+        acc = accumulator(grad_out.dtype)
+        grad_x = grad_out.new_zeros(n, c, h, w, dtype=acc)
+        taps = [(i, j, _landing(i, sh, ph, ho, h), _landing(j, sw, pw, wo, w)) for i in range(kh) for j in range(kw)]
         per_image = kh * kw * cg * ho * wo * grad_out.element_size()
         step = max(1, BLOCK_BYTES // per_image) if grad_out.device.type == "cpu" else n
         for k in range(groups):
             for first in range(0, n, step):
                 last = min(n, first + step)
                 block = matmul(kmat[k], g[k, first * ho * wo : last * ho * wo].t())
-                block = block.view(kh, kw, cg, last - first, ho, wo)
-                into = dxp[k, :, first:last]
-                for i in range(kh):
-                    for j in range(kw):
-                        # add_, not +=: Python's += on a slice also assigns it back (a copy_ call each)
-                        into[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw].add_(block[i, j])
-        # The frame (pad_value) is a constant: its gradient is dropped.
-        dxp = dxp.view(c, n, h + 2 * ph, w + 2 * pw)
-        grad_x = dxp[:, :, ph : ph + h, pw : pw + w].permute(1, 0, 2, 3).to(grad_out.dtype)
+                block = block.view(kh, kw, cg, last - first, ho, wo).transpose(2, 3)  # (kh, kw, nb, Cg, Ho, Wo)
+                into = grad_x[first:last, k * cg : (k + 1) * cg]
+                for i, j, (rows, ys), (cols_, xs) in taps:
+                    # add_, not +=: Python's += on a slice also assigns it back (a copy_ call each)
+                    into[:, :, ys, xs].add_(block[i, j, :, :, rows, cols_])
+                del block  # before the next block is made: the allocator hands the same memory back
+        if acc != grad_out.dtype:
+            grad_x = grad_x.to(grad_out.dtype)
     if needs_input_grad[1]:
         # Correlation of the output gradient with the input gives dL/dw of the flipped
         # kernel; flipping back gives that of the convolution kernel.
