@@ -1,11 +1,11 @@
 """The convolution for large layers (AlexNet): im2col by strided copies, one GEMM per group.
 
 The input is laid out once as columns (one row per output position), so that each of the
-three sums (output, input gradient, weight gradient) is a single batched matrix multiply
-over the whole batch; the input gradient's sum over kernel shifts is an overlap-add, one
-strided add per kernel offset.  Activations are kept channels-last (N, H, W, C) inside:
-the column gather then reads contiguous channel vectors and the output is a free view.
-"""
+three sums (output, input gradient, weight gradient) is one matrix product per group over
+the whole batch (``_gemm``: oneDNN's on a CPU); the input gradient's sum over kernel shifts
+is an overlap-add, one strided add per kernel offset, made a few images at a time on a
+CPU.  Activations are kept channels-last (N, H, W, C) inside: the column gather then reads
+contiguous channel vectors and the output is a free view."""
 
 from __future__ import annotations
 
