@@ -143,9 +143,12 @@ def large_backward(needs_input_grad, grad_out, xp, kmat, cols, geometry):
     ho, wo = grad_out.shape[-2:]
     dg = d // groups
     # (G, M, Dg): the output gradient, one row per output position, each group's rows
-    # contiguous (a channels-last gradient interleaves the groups: one copy separates them).
+    # contiguous (a channels-last gradient interleaves the groups: one copy separates them,
+    # on a CPU into a workspace -- conv2 136 against 140 ms with fresh pages each time).
     g = grad_out.permute(0, 2, 3, 1).reshape(n * ho * wo, groups, dg).transpose(0, 1)
-    if groups > 1:
+    if groups > 1 and grad_out.device.type == "cpu":
+        g = _workspace(("gradient_rows", *g.shape), tuple(g.shape), grad_out).copy_(g)
+    elif groups > 1:
         g = g.contiguous()
     grad_x = grad_w = grad_b = None
     if needs_input_grad[0]:
