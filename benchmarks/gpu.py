@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine  # benchmarks/machine.py: run as a script, its folder is on the path
 import torch
 import torch.nn.functional as F
 
@@ -143,7 +143,7 @@ def main() -> int:
         return 0
     device = torch.device("cuda")
     result = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__, "batch": args.batch,
-              "cpu_cores": os.cpu_count(), "machine": platform.machine(), "model": {}}
+              "cpu_cores": os.cpu_count(), "machine": machine.cpu(), "model": {}}
     for setting in () if args.skip_model else args.settings.split(","):
         for channels_last in (False,) if args.no_channels_last else (False, True):
             key = setting + ("+channels_last" if channels_last else "")

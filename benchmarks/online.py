@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine  # benchmarks/machine.py: run as a script, its folder is on the path
 import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-run", action="store_true",
                         help="also time the whole faithful LeCun and Waibel runs (a few minutes)")
     args = parser.parse_args(argv)
-    result = {"threads": 1, "torch": torch.__version__, "machine": platform.machine(), "cpus": os.cpu_count(),
+    result = {"threads": 1, "torch": torch.__version__, "machine": machine.cpu(), "cpus": os.cpu_count(),
               "load_average_before": os.getloadavg()}
     torch.set_num_threads(1)  # as the task's on-line loop runs (convrepro.threads)
     data = USPS(split="train")
