@@ -88,10 +88,9 @@ def _landing(tap: int, stride: int, pad: int, out: int, size: int) -> tuple[slic
     """Which output positions' tap ``tap`` lands inside an input of ``size`` (not on the frame),
     and where: position o reads input o * stride + tap - pad."""
     lo = max(0, -(-(pad - tap) // stride))  # first o with o * stride + tap - pad >= 0
-    hi = min(out, (size - 1 + pad - tap) // stride + 1)  # past the last o inside
-    hi = max(hi, lo)
+    count = max(0, min(out, (size - 1 + pad - tap) // stride + 1) - lo)  # up to the last o inside
     start = lo * stride + tap - pad
-    return slice(lo, hi), slice(start, start + stride * (hi - lo - 1) + 1 if hi > lo else start, stride)
+    return slice(lo, lo + count), slice(start, start + stride * (count - 1) + 1 if count else start, stride)
 
 
 def _kernel_matrix(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -155,17 +154,19 @@ def large_backward(needs_input_grad, grad_out, xp, kmat, cols, geometry):
         # Correlation of the output gradient with the kernel: every output position sends
         # dL/dz back through the kernel (one GEMM), then the kh*kw shifted copies are
         # summed.  The column gradient is made transposed, (kh*kw*Cg, positions), so that
-        # each shifted copy is a run of whole (Ho, Wo) planes: the adds stream through
-        # memory.  On a CPU it is made a few images at a time and summed at once: a block
-        # that stays in the cache, in memory the allocator hands back each time, where the
-        # whole batch's (conv2 at batch 32: 224 MB) took a page fault per 4 KB.
-        # (A compiled overlap-add, ``convrepro.compiled``, took 0.34 against 0.52 ms per conv2
-        # block alone, but 72 against 51 ms for the whole input gradient: after each product
-        # oneDNN's OpenMP threads spin for a while, and a loop on other threads then
+        # each shifted copy is a run of whole (Ho, Wo) planes: the adds stream through memory.
+        #
+        # On a CPU it is made a few images at a time and summed at once: a block that stays
+        # in the cache, in memory the allocator hands back each time, where the whole
+        # batch's (conv2 at batch 32: 224 MB) took a page fault per 4 KB.  The sums go
+        # straight into the (N, C, H, W) gradient, each tap adding only the positions that
+        # land inside the input (the frame is a constant: its gradient is dropped), so the
+        # result is a contiguous tensor autograd keeps as it is.
+        #
+        # (A compiled overlap-add, ``convrepro.compiled``, took 0.34 against 0.52 ms per
+        # conv2 block alone, but 72 against 51 ms for the whole input gradient: after each
+        # product oneDNN's OpenMP threads spin for a while, and a loop on other threads then
         # shares two cores with them.  PyTorch's adds run on those same threads.)
-        # The sums go straight into the (N, C, H, W) gradient: each tap adds only the output
-        # positions that land inside the input (the frame is a constant, its gradient is
-        # dropped), so the result is a contiguous tensor autograd keeps as it is.
         acc = accumulator(grad_out.dtype)
         grad_x = grad_out.new_zeros(n, c, h, w, dtype=acc)
         taps = [(i, j, _landing(i, sh, ph, ho, h), _landing(j, sw, pw, wo, w)) for i in range(kh) for j in range(kw)]
