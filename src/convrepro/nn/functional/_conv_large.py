@@ -152,36 +152,37 @@ def large_backward(needs_input_grad, grad_out, xp, kmat, cols, geometry):
     grad_x = grad_w = grad_b = None
     if needs_input_grad[0]:
         # Correlation of the output gradient with the kernel: every output position sends
-        # dL/dz back through the kernel (one GEMM), then the kh*kw shifted copies are
-        # summed.  The column gradient is made transposed, (kh*kw*Cg, positions), so that
-        # each shifted copy is a run of whole (Ho, Wo) planes: the adds stream through memory.
+        # dL/dz back through the kernel (one GEMM: a row of kh*kw*Cg values per position),
+        # then the kh*kw shifted copies are summed.  Both are channels-last, so each shifted
+        # add moves whole runs of a group's Cg channels: with (Ho, Wo) planes instead, conv3-5's
+        # adds ran along 13-wide rows (their input gradient 20-28 against 16-22 ms).
         #
         # On a CPU it is made a few images at a time and summed at once: a block that stays
         # in the cache, in memory the allocator hands back each time, where the whole
         # batch's (conv2 at batch 32: 224 MB) took a page fault per 4 KB.  The sums go
-        # straight into the (N, C, H, W) gradient, each tap adding only the positions that
-        # land inside the input (the frame is a constant: its gradient is dropped), so the
-        # result is a contiguous tensor autograd keeps as it is.
+        # straight into the gradient, each tap adding only the positions that land inside
+        # the input (the frame is a constant: its gradient is dropped).
         #
         # (A compiled overlap-add, ``convrepro.compiled``, took 0.34 against 0.52 ms per
         # conv2 block alone, but 72 against 51 ms for the whole input gradient: after each
         # product oneDNN's OpenMP threads spin for a while, and a loop on other threads then
         # shares two cores with them.  PyTorch's adds run on those same threads.)
         acc = accumulator(grad_out.dtype)
-        grad_x = grad_out.new_zeros(n, c, h, w, dtype=acc)
+        grad_x = grad_out.new_zeros(n, h, w, c, dtype=acc)  # (N, H, W, C): returned as an (N, C, H, W) view
         taps = [(i, j, _landing(i, sh, ph, ho, h), _landing(j, sw, pw, wo, w)) for i in range(kh) for j in range(kw)]
         per_image = kh * kw * cg * ho * wo * grad_out.element_size()
         step = max(1, BLOCK_BYTES // per_image) if grad_out.device.type == "cpu" else n
         for k in range(groups):
             for first in range(0, n, step):
                 last = min(n, first + step)
-                block = matmul(kmat[k], g[k, first * ho * wo : last * ho * wo].t())
-                block = block.view(kh, kw, cg, last - first, ho, wo).transpose(2, 3)  # (kh, kw, nb, Cg, Ho, Wo)
-                into = grad_x[first:last, k * cg : (k + 1) * cg]
+                block = matmul(g[k, first * ho * wo : last * ho * wo], kmat[k].t())
+                block = block.view(last - first, ho, wo, kh, kw, cg)
+                into = grad_x[first:last, :, :, k * cg : (k + 1) * cg]
                 for i, j, (rows, ys), (cols_, xs) in taps:
                     # add_, not +=: Python's += on a slice also assigns it back (a copy_ call each)
-                    into[:, :, ys, xs].add_(block[i, j, :, :, rows, cols_])
+                    into[:, ys, xs].add_(block[:, rows, cols_, i, j])
                 del block  # before the next block is made: the allocator hands the same memory back
+        grad_x = grad_x.permute(0, 3, 1, 2)
         if acc != grad_out.dtype:
             grad_x = grad_x.to(grad_out.dtype)
     if needs_input_grad[1]:
