@@ -230,3 +230,15 @@ def test_large_convolution_under_inference_mode_then_training():
     ref = torch.nn.functional.conv2d(x, w.detach().flip(-2, -1), padding=1)
     torch.testing.assert_close(out.detach(), ref, rtol=1e-4, atol=1e-3)
     assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_input_no_receptive_field_reads_gets_zero_gradient(path):
+    # Stride 2 over a 1x1 input framed by 3: every window lands on the frame, none on the input.
+    x = torch.randn(2, 3, 1, 1, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 1, 1, dtype=torch.float64, requires_grad=True)
+    with conv_path(path):
+        out = cf.conv2d(x, w, stride=2, padding=3, pad_value=-1.0)
+    torch.testing.assert_close(out, reference_conv2d(x, w, None, (2, 2), (3, 3), -1.0, 1))
+    (grad_x,) = torch.autograd.grad(out.sum(), (x,))
+    assert torch.equal(grad_x, torch.zeros_like(x))

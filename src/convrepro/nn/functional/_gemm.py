@@ -21,7 +21,7 @@ import torch
 
 # Below this many multiply-adds a product costs its call, not its arithmetic (the 1989
 # networks' layers): the plain ``mm`` path, which has the smaller call.
-ONEDNN_FROM = 1 << 22
+ONEDNN_FROM = 1 << 21
 
 
 @functools.cache
