@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from convrepro import nn as cnn
 from convrepro.nn import functional as cf
+from convrepro.nn.functional import _columns as columns_module
 from convrepro.nn.functional import conv as conv_module
 
 PATHS = ("small", "large")
@@ -242,3 +243,44 @@ def test_input_no_receptive_field_reads_gets_zero_gradient(path):
     torch.testing.assert_close(out, reference_conv2d(x, w, None, (2, 2), (3, 3), -1.0, 1))
     (grad_x,) = torch.autograd.grad(out.sum(), (x,))
     assert torch.equal(grad_x, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("overlap_add", ["scatter", "gather"])
+@pytest.mark.parametrize("kernel,stride,padding,groups", [
+    (5, 2, 2, 1),  # LeCun's H1/H2 geometry: the frame read, positions with 4 to 9 readers
+    (3, 1, 0, 1), (1, 2, 3, 1),  # no frame; a frame and positions no window reads
+    (3, 3, 1, 2), (4, 2, 1, 3),
+])
+def test_input_gradient_by_either_overlap_add_matches_pytorch(monkeypatch, overlap_add, kernel, stride,
+                                                              padding, groups):
+    # The small paths sum the column gradient onto the input by a scatter-add for few entries
+    # and by gathering each position's readers for many: both forced here, in float64.
+    monkeypatch.setattr(columns_module, "SCATTER_BELOW", 1 << 62 if overlap_add == "scatter" else 0)
+    g = torch.Generator().manual_seed(kernel * 100 + stride * 10 + padding)
+    x2 = torch.randn(3, 2 * groups, 7, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    w2 = torch.randn(2 * groups, 2, kernel, kernel, generator=g, dtype=torch.float64)
+    with conv_path("small"):
+        out = cf.conv2d(x2, w2, stride=stride, padding=padding, pad_value=-1.0, groups=groups)
+    ref = reference_conv2d(x2, w2, None, (stride, stride), (padding, padding), -1.0, groups)
+    grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(out, x2, grad)[0], torch.autograd.grad(ref, x2, grad)[0],
+                               **TOL[torch.float64])
+    # The TDNN's time-delay path (one group) shares the overlap-add.
+    x1 = torch.randn(3, 4, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    w1 = torch.randn(5, 4, kernel, generator=g, dtype=torch.float64)
+    out = cf.conv1d(x1, w1, stride=stride, padding=padding, pad_value=-1.0)
+    ref = F.conv1d(F.pad(x1, (padding, padding), value=-1.0), w1.flip(-1), stride=stride)
+    grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(out, x1, grad)[0], torch.autograd.grad(ref, x1, grad)[0],
+                               **TOL[torch.float64])
+
+
+def test_readers_name_every_entry_that_reads_a_position_once():
+    index = torch.tensor([[3, 0, 5], [0, 3, 3]])  # slot 5 is the frame of a 5-position input
+    table = columns_module.readers(index, 5)
+    assert table.shape == (3, 5)  # position 3 has the most readers: flat entries 0, 4, 5
+    padding = index.numel()
+    assert sorted(table[:, 3].tolist()) == [0, 4, 5]
+    assert sorted(table[:, 0].tolist()) == [1, 3, padding]
+    for unread in (1, 2, 4):
+        assert table[:, unread].tolist() == [padding] * 3

@@ -3,10 +3,10 @@
 On-line learning runs ~170,000 forward/backward passes of single patterns through these
 layers, where the cost is the number of tensor operations, not arithmetic.  So the whole
 im2col -- padding with the frame value and the kernel flip included -- is one gather with
-a cached index, and the overlap-add of the input gradient is one gather with that index
-turned around: reading a receptive field forward and summing the shifted copies backward
-are each other's transposes.  (The sum as one ``index_add_`` with the forward's own index
-ran on one thread: LeCun H2 at batch 64 355 against 223 us for the gather and its sum.)
+a cached index, and the overlap-add of the input gradient is one ``index_add_`` with the
+*same* index -- or, for a batch, a gather with that index turned around (``_columns``):
+reading a receptive field forward and summing the shifted copies backward are each
+other's transposes.
 
 Column (c, i, j) of a row reads the input at offset (kh-1-i, kw-1-j) of the receptive
 field, so that ``columns @ weight.view(D, -1).T`` is sum_k w[k] a[m - k]: the lecture's
@@ -16,12 +16,13 @@ convolution, with the weight used in its own memory layout (no flipped copy).
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch.autograd import Function
 
 from ._amp import accumulator
-from ._columns import bias_gradient, output_from_columns
+from ._columns import bias_gradient, output_from_columns, overlap_add, readers
 from ._gemm import matmul
 from .sizes import output_size
 
@@ -55,19 +56,8 @@ def gather_index(shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw
 @functools.lru_cache(maxsize=64)
 def readers_index(shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
                   groups: int, device: torch.device) -> torch.Tensor:
-    """(R, N*H*W*C): for each input position of ``gather_index``, the column entries that read
-    it (R, the most any position has; a position with fewer points the rest at the slot
-    just past the columns, which holds a zero)."""
-    index = gather_index(shape, kh, kw, sh, sw, ph, pw, groups, device).view(-1)
-    slots = shape[0] * shape[1] * shape[2] * shape[3]
-    counts = torch.bincount(index, minlength=slots + 1)[:slots]
-    entries = torch.argsort(index, stable=True)
-    entries = entries[index[entries] < slots]  # the frame's readers are dropped: its gradient is not wanted
-    position = index[entries]
-    rank = torch.arange(entries.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[position]
-    readers = torch.full((int(counts.max()) if slots else 0, slots), index.numel(), dtype=torch.int64, device=device)
-    readers[rank, position] = entries
-    return readers
+    """``gather_index`` turned around: for each input position, the column entries that read it."""
+    return readers(gather_index(shape, kh, kw, sh, sw, ph, pw, groups, device), math.prod(shape))
 
 
 def map_major_index(channels: int, height: int, width: int, kh: int, kw: int, stride: int = 1,
@@ -93,14 +83,14 @@ class SmallConvolution2d(Function):
         kernel = weight.view(groups, d // groups, cg * kh * kw)
         out = output_from_columns(cols, kernel.transpose(1, 2), bias, n, ho, wo)
         ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None,
-                              kernel if ctx.needs_input_grad[0] else None)
+                              kernel if ctx.needs_input_grad[0] else None, index)
         ctx.geometry = (x.shape, weight.shape, groups, bias is not None and bias.dim())
         ctx.window = (kh, kw, sh, sw, ph, pw)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        cols, kernel = ctx.saved_tensors
+        cols, kernel, index = ctx.saved_tensors
         (n, c, h, w), wshape, groups, bias_dim = ctx.geometry
         d = wshape[0]
         ho, wo = grad_out.shape[-2:]
@@ -111,9 +101,8 @@ class SmallConvolution2d(Function):
             # then sum what lands on each input position (the frame's share is dropped).
             dcols = matmul(g[0], kernel[0]) if groups == 1 else torch.bmm(g, kernel)
             acc = accumulator(grad_out.dtype)
-            readers = readers_index((n, c, h, w), *ctx.window, groups, grad_out.device)
-            entries = torch.cat([dcols.reshape(-1).to(acc), dcols.new_zeros(1, dtype=acc)])
-            flat = entries.index_select(0, readers.view(-1)).view(readers.shape).sum(0)
+            flat = overlap_add(dcols.to(acc), index, n * h * w * c,
+                               lambda: readers_index((n, c, h, w), *ctx.window, groups, grad_out.device))
             grad_x = flat.view(n, h, w, c).permute(0, 3, 1, 2).to(grad_out.dtype)
         if ctx.needs_input_grad[1]:
             # Correlation of dL/dz with the input: already in the weight's own layout.

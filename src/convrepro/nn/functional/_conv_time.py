@@ -11,7 +11,8 @@ frame included), and the columns are laid out transposed, (N, C*K, T_out), so th
 comes out directly as (N, D, T_out): no permute, no copy, no height-one 2-D detour.
 Backward is the same correlations as the 2-D paths: the input gradient sends dL/dz back
 through the kernel (one matrix product) and sums the shifted copies on each input frame
-(one accumulating ``put_`` with the *same* index); the weight gradient is dL/dz times the columns.
+(``_columns.overlap_add``: one ``index_add_`` with the *same* index, or for a batch a gather
+with it turned around); the weight gradient is dL/dz times the columns.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch.autograd import Function
 
 from ._amp import accumulator
+from ._columns import overlap_add, readers
 
 
 @functools.lru_cache(maxsize=64)
@@ -37,6 +39,12 @@ def time_index(n: int, c: int, t: int, k: int, stride: int, pad: int, device: to
     flat = (b * c + ch) * t + frame
     index = torch.where((frame >= 0) & (frame < t), flat, n * c * t)
     return index.view(c * k, t_out) if n == 1 else index.view(n, c * k, t_out)
+
+
+@functools.lru_cache(maxsize=64)
+def time_readers(n: int, c: int, t: int, k: int, stride: int, pad: int, device: torch.device) -> torch.Tensor:
+    """``time_index`` turned around: for each input frame of each map, the column entries that read it."""
+    return readers(time_index(n, c, t, k, stride, pad, device), n * c * t)
 
 
 class TimeDelayConvolution(Function):
@@ -58,30 +66,28 @@ class TimeDelayConvolution(Function):
             out = torch.baddbmm(per, kernel.expand(n, d, c * k), cols)
         ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None,
                               kernel if ctx.needs_input_grad[0] else None, index)
-        ctx.geometry = (x.shape, padding, bias is not None and bias.dim())
+        ctx.geometry = (x.shape, k, stride, padding, bias is not None and bias.dim())
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         cols, kernel, index = ctx.saved_tensors
-        shape, padding, bias_dim = ctx.geometry
+        shape, k, stride, padding, bias_dim = ctx.geometry
         n, c, t = shape
         grad_x = grad_w = grad_b = None
         if n == 1:
             grad_out = grad_out[0]
         if ctx.needs_input_grad[0]:
             # Correlation with the kernel: dL/dz back through each receptive field (C*K, T_out),
-            # then what lands on each input frame is summed (``put_`` with accumulate: the
-            # transpose of ``take``); the frame's share is dropped.
+            # then what lands on each input frame is summed (the transpose of ``take``); the
+            # frame's share is dropped.
             dcols = torch.mm(kernel.t(), grad_out) if n == 1 else torch.matmul(kernel.t(), grad_out)
             acc = accumulator(grad_out.dtype)
             if acc != grad_out.dtype:
                 dcols = dcols.to(acc)
-            if padding:
-                flat = grad_out.new_zeros(n * c * t + 1, dtype=acc).put_(index, dcols, accumulate=True)
-                grad_x = flat[:-1].view(shape)
-            else:
-                grad_x = grad_out.new_zeros(shape, dtype=acc).put_(index, dcols, accumulate=True)
+            grad_x = overlap_add(dcols, index, n * c * t,
+                                 lambda: time_readers(n, c, t, k, stride, padding, index.device),
+                                 framed=padding > 0).view(shape)
             if acc != grad_out.dtype:
                 grad_x = grad_x.to(grad_out.dtype)
         if ctx.needs_input_grad[1]:
