@@ -65,7 +65,9 @@ def overlap_add(dcols: torch.Tensor, index: torch.Tensor, slots: int,
     (shaped like ``index``), summed: (slots,).  The frame's share is dropped (``framed``:
     whether ``index`` names the frame at all).  ``readers_of_index`` gives
     ``readers(index, slots)``, cached by the caller."""
-    if index.numel() < SCATTER_BELOW:
+    # (On a GPU always the gather: an accumulating ``put_`` is refused there under
+    # deterministic algorithms, which the runs turn on, and the gather needs no atomics.)
+    if index.numel() < SCATTER_BELOW and dcols.device.type == "cpu":
         flat = dcols.new_zeros(slots + framed).put_(index, dcols, accumulate=True)
         return flat[:slots] if framed else flat
     table = readers_of_index()
