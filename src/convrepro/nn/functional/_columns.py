@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -59,17 +60,20 @@ def readers(index: torch.Tensor, slots: int) -> torch.Tensor:
     return table
 
 
-def overlap_add(dcols: torch.Tensor, index: torch.Tensor, slots: int,
+def overlap_add(dcols: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...],
                 readers_of_index: Callable[[], torch.Tensor], framed: bool = True) -> torch.Tensor:
-    """What lands on each of ``slots`` input positions from the column gradient ``dcols``
-    (shaped like ``index``), summed: (slots,).  The frame's share is dropped (``framed``:
-    whether ``index`` names the frame at all).  ``readers_of_index`` gives
-    ``readers(index, slots)``, cached by the caller."""
+    """What lands on each input position from the column gradient ``dcols`` (shaped like
+    ``index``, which numbers the positions of an input laid out as ``shape``), summed: a
+    tensor of ``shape``.  The frame's share is dropped (``framed``: whether ``index`` names
+    the frame at all).  ``readers_of_index`` gives ``readers(index, slots)``, cached by the
+    caller."""
     # (On a GPU always the gather: an accumulating ``put_`` is refused there under
     # deterministic algorithms, which the runs turn on, and the gather needs no atomics.)
     if index.numel() < SCATTER_BELOW and dcols.device.type == "cpu":
-        flat = dcols.new_zeros(slots + framed).put_(index, dcols, accumulate=True)
-        return flat[:slots] if framed else flat
+        if not framed:  # on-line learning's common case: one allocation, one call
+            return dcols.new_zeros(shape).put_(index, dcols, accumulate=True)
+        slots = math.prod(shape)
+        return dcols.new_zeros(slots + 1).put_(index, dcols, accumulate=True)[:slots].view(shape)
     table = readers_of_index()
     entries = torch.cat([dcols.reshape(-1), dcols.new_zeros(1)])
-    return entries.index_select(0, table.view(-1)).view(table.shape).sum(0)
+    return entries.index_select(0, table.view(-1)).view(table.shape).sum(0).view(shape)

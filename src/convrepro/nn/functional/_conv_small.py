@@ -101,9 +101,9 @@ class SmallConvolution2d(Function):
             # then sum what lands on each input position (the frame's share is dropped).
             dcols = matmul(g[0], kernel[0]) if groups == 1 else torch.bmm(g, kernel)
             acc = accumulator(grad_out.dtype)
-            flat = overlap_add(dcols.to(acc), index, n * h * w * c,
-                               lambda: readers_index((n, c, h, w), *ctx.window, groups, grad_out.device))
-            grad_x = flat.view(n, h, w, c).permute(0, 3, 1, 2).to(grad_out.dtype)
+            grad_x = overlap_add(dcols.to(acc), index, (n, h, w, c),
+                                 lambda: readers_index((n, c, h, w), *ctx.window, groups, grad_out.device))
+            grad_x = grad_x.permute(0, 3, 1, 2).to(grad_out.dtype)
         if ctx.needs_input_grad[1]:
             # Correlation of dL/dz with the input: already in the weight's own layout.
             grad_w = (matmul(g[0].t(), cols[0]) if groups == 1 else torch.bmm(g.transpose(1, 2), cols)).view(wshape)

@@ -85,9 +85,9 @@ class TimeDelayConvolution(Function):
             acc = accumulator(grad_out.dtype)
             if acc != grad_out.dtype:
                 dcols = dcols.to(acc)
-            grad_x = overlap_add(dcols, index, n * c * t,
+            grad_x = overlap_add(dcols, index, shape,
                                  lambda: time_readers(n, c, t, k, stride, padding, index.device),
-                                 framed=padding > 0).view(shape)
+                                 framed=padding > 0)
             if acc != grad_out.dtype:
                 grad_x = grad_x.to(grad_out.dtype)
         if ctx.needs_input_grad[1]:
