@@ -192,6 +192,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return final
 
 
+def leave_process_group() -> None:
+    """End this process's part in a DDP job, if it has one.  Lightning destroys the process
+    group at exit only for NCCL; a gloo group (DDP on CPUs) left to the interpreter's
+    shutdown now and then aborts the process after a finished run ("terminate called without
+    an active exception", SIGABRT: its worker threads outlive the objects they use)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
@@ -206,6 +217,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         print(f"error: {err.filename or err}: permission denied ({err.strerror}); fix its permissions or point "
               "CONVREPRO_DATA_DIR / CONVREPRO_PROJECT_DIR elsewhere", file=sys.stderr)
         sys.exit(2)
+    finally:
+        leave_process_group()
     return final.get("test/error", final.get("val/error"))
 
 

@@ -9,6 +9,7 @@ import torch
 
 from convrepro.data.datamodules import USPSDataModule
 from convrepro.models.lecun1989 import ZipCodeNet
+from convrepro.train import leave_process_group
 from convrepro.training.final_evaluation import evaluate
 
 weights, out = sys.argv[1], sys.argv[2]
@@ -21,3 +22,4 @@ trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False,
 results = evaluate(trainer, model, datamodule, 10)
 if trainer.is_global_zero:
     json.dump({"metrics": results.metrics, "confusion": results.confusion.tolist()}, open(out, "w"))
+leave_process_group()  # a gloo group left to the interpreter's exit aborts it now and then
