@@ -284,3 +284,21 @@ def test_readers_name_every_entry_that_reads_a_position_once():
     assert sorted(table[:, 0].tolist()) == [1, 3, padding]
     for unread in (1, 2, 4):
         assert table[:, unread].tolist() == [padding] * 3
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_unit_bias_gradient_from_either_gradient_layout(path, batch, layout):
+    # The per-unit bias gradient is summed in the memory order the output gradient lies in.
+    x = torch.randn(batch, 2, 9, 9, dtype=torch.float64)
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    bias = torch.randn(4, 4, 4, dtype=torch.float64, requires_grad=True)
+    with conv_path(path):
+        out = cf.conv2d(x, w, bias, stride=2, padding=0)
+    grad = torch.randn(out.shape, dtype=torch.float64)
+    if layout == "channels_last":
+        grad = grad.contiguous(memory_format=torch.channels_last)
+    (grad_bias,) = torch.autograd.grad(out, (bias,), grad)
+    torch.testing.assert_close(grad_bias, grad.sum(dim=0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, reference_conv2d(x, w, bias, (2, 2), (0, 0), 0.0, 1), **TOL[torch.float64])
