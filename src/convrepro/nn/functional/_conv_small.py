@@ -1,10 +1,10 @@
-"""The convolution for small layers (LeCun's H1/H2, the TDNN): one gather, one scatter-add.
+"""The convolution for small layers (LeCun's H1/H2, the TDNN): one gather, one scatter-add (or, for a batch, a second gather).
 
 On-line learning runs ~170,000 forward/backward passes of single patterns through these
 layers, where the cost is the number of tensor operations, not arithmetic.  So the whole
 im2col -- padding with the frame value and the kernel flip included -- is one gather with
-a cached index, and the overlap-add of the input gradient is one ``index_add_`` with the
-*same* index -- or, for a batch, a gather with that index turned around (``_columns``):
+a cached index, and the overlap-add of the input gradient is one accumulating ``put_`` with
+the *same* index -- or, for a batch, a gather with that index turned around (``_columns``):
 reading a receptive field forward and summing the shifted copies backward are each
 other's transposes.
 

@@ -11,8 +11,8 @@ frame included), and the columns are laid out transposed, (N, C*K, T_out), so th
 comes out directly as (N, D, T_out): no permute, no copy, no height-one 2-D detour.
 Backward is the same correlations as the 2-D paths: the input gradient sends dL/dz back
 through the kernel (one matrix product) and sums the shifted copies on each input frame
-(``_columns.overlap_add``: one ``index_add_`` with the *same* index, or for a batch a gather
-with it turned around); the weight gradient is dL/dz times the columns.
+(``_columns.overlap_add``: one accumulating ``put_`` with the *same* index, or for a batch a
+gather with it turned around); the weight gradient is dL/dz times the columns.
 """
 
 from __future__ import annotations
