@@ -1,4 +1,5 @@
-"""The convolution for small layers (LeCun's H1/H2, the TDNN): one gather, one scatter-add (or, for a batch, a second gather).
+"""The convolution for small layers (LeCun's H1/H2, the TDNN): one gather, one scatter-add
+(for a batch, a second gather).
 
 On-line learning runs ~170,000 forward/backward passes of single patterns through these
 layers, where the cost is the number of tensor operations, not arithmetic.  So the whole
