@@ -62,8 +62,9 @@ def readers(index: torch.Tensor, slots: int) -> torch.Tensor:
     index = index.reshape(-1)
     counts = torch.bincount(index, minlength=slots + 1)[:slots]
     entries = torch.argsort(index, stable=True)
-    entries = entries[index[entries] < slots]  # the frame's readers are dropped: its gradient is not wanted
     position = index[entries]
+    inside = position < slots  # the frame's readers are dropped: its gradient is not wanted
+    entries, position = entries[inside], position[inside]
     rank = torch.arange(entries.numel(), device=index.device) - (torch.cumsum(counts, 0) - counts)[position]
     table = torch.full((int(counts.max()) if slots else 0, slots), index.numel(), dtype=torch.int64,
                        device=index.device)
