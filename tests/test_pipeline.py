@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from convrepro.tracking.store import check
+
 from .conftest import REPO, require_data
 
 pytestmark = pytest.mark.slow  # trains networks in real processes: `make test-all`
@@ -23,6 +25,14 @@ def train(tmp_path: Path, *overrides: str, store: Path | None = None) -> subproc
         [sys.executable, "-m", "convrepro.train", *overrides, f"hydra.run.dir={tmp_path}/outputs/run"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
+
+
+def client_before_training(store: Path) -> MlflowClient:
+    """A client of a new store, made under the project's first-use lock before a process that
+    trains into it starts: ``MlflowClient`` creates and migrates a new store's tables when it is
+    made, and a training process checking the store meanwhile finds it half-initialised."""
+    check(f"sqlite:///{store}")
+    return MlflowClient(f"sqlite:///{store}")
 
 
 @pytest.fixture(scope="module")
@@ -277,16 +287,16 @@ def test_interrupted_run_ends_killed_not_running(tmp_path, signum):
     require_data("usps")
     store = tmp_path / "mlflow.db"
     env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    client = client_before_training(store)
     proc = subprocess.Popen([sys.executable, "-m", "convrepro.train", "experiment=lecun1989", "trainer.max_epochs=50",
                              "data.train_subset=1000", "trainer.enable_progress_bar=false",
                              f"hydra.run.dir={tmp_path}/o"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    client = MlflowClient(f"sqlite:///{store}")
     deadline = time.time() + 120
     run = None
     while time.time() < deadline and proc.poll() is None:  # wait until a pass has been logged
         time.sleep(1)
-        exp = client.get_experiment_by_name("lecun1989") if store.exists() else None
+        exp = client.get_experiment_by_name("lecun1989")
         runs = client.search_runs([exp.experiment_id]) if exp else []
         if runs and "test/error" in runs[0].data.metrics:
             run = runs[0]
@@ -344,13 +354,13 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     work.mkdir()
     store = work / "mlflow.db"
     env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(work), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    client = client_before_training(store)
     proc = subprocess.Popen([sys.executable, "-m", "convrepro.train", *args, f"hydra.run.dir={work}/o1"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = MlflowClient(f"sqlite:///{store}")
     deadline = time.time() + 180
     while time.time() < deadline:  # kill -9 in the middle of the third pass
         time.sleep(0.2)
-        exp = client.get_experiment_by_name("lecun1989") if store.exists() else None
+        exp = client.get_experiment_by_name("lecun1989")
         runs = client.search_runs([exp.experiment_id]) if exp else []
         if runs and len(client.get_metric_history(runs[0].info.run_id, "test/error")) >= 2:
             break
@@ -402,6 +412,20 @@ def test_a_sweep_with_a_bad_value_leaves_no_parent_behind(tmp_path):
     assert client.search_runs([exp.experiment_id]) == []  # the parent that began it was deleted
 
 
+def test_a_sweep_whose_store_cannot_take_its_parent_stops_before_any_job(tmp_path):
+    import sqlite3
+
+    store = tmp_path / "mlflow.db"
+    with sqlite3.connect(store) as db:  # what an interrupted first use leaves
+        db.execute("create table runs (id text)")
+        db.execute("create table _alembic_tmp_runs (id text)")
+    result = train(tmp_path, "-m", "experiment=lecun1989", "seed=1,2", f"hydra.sweep.dir={tmp_path}/multirun")
+    assert result.returncode == 2
+    err = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: tracking store") and "half-initialised" in err[0], err
+    assert not list((tmp_path / "multirun").glob("*/.hydra")) and "Launching" not in result.stdout
+
+
 def test_an_interrupted_sweep_ends_killed_and_resume_auto_finishes_it_under_the_same_parent(tmp_path):
     import signal
     import time
@@ -411,20 +435,24 @@ def test_an_interrupted_sweep_ends_killed_and_resume_auto_finishes_it_under_the_
     sweep = ["-m", "experiment=lecun1989", "seed=1,2", "trainer.max_epochs=6", "data.train_subset=300",
              "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}/multirun"]
     env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    client = client_before_training(store)
     proc = subprocess.Popen([sys.executable, "-m", "convrepro.train", *sweep], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    client = MlflowClient(f"sqlite:///{store}")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # until the second job has a checkpoint
         time.sleep(0.5)
-        exp = client.get_experiment_by_name("lecun1989") if store.exists() else None
+        exp = client.get_experiment_by_name("lecun1989")
         jobs = client.search_runs([exp.experiment_id], "tags.seed = '2'") if exp else []
-        if jobs and "test/error" in jobs[0].data.metrics:
+        # Its pass-end checkpoint, not its first metrics: those are logged before it is saved,
+        # and a job stopped in between has nothing to resume from (it would begin again).
+        if jobs and (tmp_path / "checkpoints" / jobs[0].info.run_id / "last.ckpt").is_file():
             break
     assert proc.poll() is None, "the sweep ended before its second job began"
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    (parent,) = client.search_runs([exp.experiment_id], "tags.sweep = 'parent'")
+    stderr = proc.communicate(timeout=120)[1]
+    parents = client.search_runs([exp.experiment_id], "tags.sweep = 'parent'")
+    assert len(parents) == 1, stderr[-3000:]
+    (parent,) = parents
     assert parent.info.status == "KILLED" and parent.data.metrics["sweep/finished"] == 1
     assert "resume=auto continues it" in parent.data.tags["error"]
 

@@ -20,12 +20,15 @@ from __future__ import annotations
 import atexit
 import os
 import socket
+import sys
 import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from convrepro.errors import USER_ERRORS
 from convrepro.tracking.statistics import summarise
 from convrepro.tracking.store import resolve_uri
 
@@ -48,6 +51,18 @@ class SweepParentRun(Callback):
         self.parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exception into a warning and runs the sweep anyway, its jobs
+        # then without a parent: a store that cannot take the parent stops the sweep instead.
+        try:
+            self._open_parent(config)
+        except USER_ERRORS as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except Exception:
+            traceback.print_exc()
+            raise SystemExit(1) from None
+
+    def _open_parent(self, config: DictConfig) -> None:
         from mlflow.tracking import MlflowClient
 
         from convrepro.tracking.runs import ensure_experiment
