@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from convrepro import compiled
+from convrepro import compiled, omp_team
 from convrepro.nn import functional as cf
 
 
@@ -67,10 +67,16 @@ def test_a_window_of_more_than_256_positions_counts_its_winner_in_int32():
     assert _path(_matches_pytorch(x, (2, 150), (1, 50))) == "NumbaMaxPooling2dBackward"
 
 
-def test_a_large_batch_is_shared_out_over_threads_with_the_same_result(monkeypatch):
-    pools = []
-    real_pool = compiled.pool
+@pytest.mark.parametrize("team", [True, False], ids=["openmp-team", "python-threads"])
+def test_a_large_batch_is_shared_out_over_threads_with_the_same_result(team, monkeypatch):
+    if team and not omp_team.available():
+        pytest.skip("this PyTorch has no libgomp of its own (not a Linux wheel): Python threads only")
+    monkeypatch.setenv("CONVREPRO_OPENMP_TEAM", "1" if team else "0")
+    pools, teams = [], []
+    real_pool, real_run = compiled.pool, omp_team.run
     monkeypatch.setattr(compiled, "pool", lambda threads: pools.append(threads) or real_pool(threads))
+    monkeypatch.setattr(omp_team, "run", lambda kernel, count, parts, args: real_run(kernel, count, parts, args)
+                        and not teams.append(parts))
     monkeypatch.setattr(compiled, "SPLIT_FROM", 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -78,7 +84,31 @@ def test_a_large_batch_is_shared_out_over_threads_with_the_same_result(monkeypat
         _matches_pytorch(_map(5, 4, 9, 9), 3, 2)
     finally:
         torch.set_num_threads(threads)
-    assert pools and set(pools) == {2}  # forward and backward, each in two slices
+    # forward and backward, each in two slices, on one kind of thread
+    assert (teams, set(pools)) == (([2, 2], set()) if team else ([], {2}))
+
+
+def _share_of(out, ends, flags, scale, step, lo, hi):
+    for i in range(lo, hi):
+        out[i] += scale * (2 if flags[i] else 1) + step
+        ends[i] = hi
+
+
+@pytest.mark.skipif(not omp_team.available(), reason="this PyTorch has no libgomp of its own: Python threads only")
+@pytest.mark.parametrize("count,parts", [(7, 2), (7, 3), (2, 2), (5, 1)])
+def test_an_openmp_team_gives_every_item_to_one_slice_once(count, parts):
+    import numba
+    import numpy as np
+
+    kernel = numba.njit(nogil=True)(_share_of)
+    out, ends = np.zeros(count, np.float32), np.zeros(count, np.int64)
+    flags = np.arange(count) % 2 == 0
+    assert omp_team.run(kernel, count, parts, (out, ends, flags, np.float32(1.5), 4))
+    assert out.tolist() == [(3.0 if f else 1.5) + 4 for f in flags]  # each item once, every argument through
+    # the slices the team's threads took: one per thread, [count * t // k, count * (t + 1) // k)
+    assert sorted(set(ends.tolist())) == [count * (t + 1) // parts for t in range(parts)]
+    strided = np.zeros((count, 2), np.float32)[:, 0]
+    assert not omp_team.run(kernel, count, parts, (strided, ends, flags, np.float32(1.5), 4))  # not C-contiguous
 
 
 def _pool_in_child(queue):

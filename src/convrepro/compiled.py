@@ -10,7 +10,8 @@ install, not once per process.  Who uses one: max pooling of channels-last maps
 
 Every such loop has a tensor-op twin giving the same numbers, which runs when Numba does
 not import or ``CONVREPRO_NUMBA=0`` (to compare the two).  A large call is split into one
-slice per PyTorch thread; the loops release the GIL, so the slices run side by side.
+slice per PyTorch thread, run on PyTorch's own OpenMP threads where it can be
+(``convrepro.omp_team``), else on Python threads (the loops release the GIL).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def over_slices(kernel, count: int, work: int, *args) -> None:
     parts = min(count, torch.get_num_threads()) if work >= SPLIT_FROM else 1
     if parts <= 1:
         kernel(*args, 0, count)
+        return
+    from convrepro import omp_team  # imports Numba: only where a compiled loop runs
+
+    if omp_team.run(kernel, count, parts, args):  # on PyTorch's own OpenMP threads (see there)
         return
     bounds = [count * k // parts for k in range(parts + 1)]
     jobs = [pool(parts).submit(kernel, *args, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
