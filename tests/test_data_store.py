@@ -252,11 +252,19 @@ def test_the_compiled_loop_is_what_a_cpu_batch_takes(monkeypatch):
     assert len(calls) == 11
 
 
-@pytest.mark.parametrize("switch", ["0", ""])
-def test_per_image_augmentation_on_two_threads_gives_one_threads_numbers(switch, monkeypatch):
-    """The CPU deals the images out to threads (tensor ops, or the compiled loop's slices);
-    the draws come first, so the batch is the same."""
+@pytest.mark.parametrize("switch,team", [("0", "1"), ("", "0"), ("", "1")],
+                         ids=["tensor-ops", "loop-on-python-threads", "loop-on-openmp-team"])
+def test_per_image_augmentation_on_two_threads_gives_one_threads_numbers(switch, team, monkeypatch):
+    """The CPU deals the images out to threads (tensor ops, or the compiled loop's slices on
+    Python threads or PyTorch's OpenMP team); the draws come first, so the batch is the same."""
+    from convrepro import omp_team
+
+    if switch == "" and team == "1" and not omp_team.available():
+        pytest.skip("this PyTorch has no libgomp of its own (not a Linux wheel): Python threads only")
     monkeypatch.setenv("CONVREPRO_NUMBA", switch)
+    monkeypatch.setenv("CONVREPRO_OPENMP_TEAM", team)
+    teams, real_run = [], omp_team.run
+    monkeypatch.setattr(omp_team, "run", lambda *a: real_run(*a) and not teams.append(a[2]))
     monkeypatch.setattr(compiled, "SPLIT_FROM", 1)
     x = torch.randint(0, 256, (9, 20, 20, 3), dtype=torch.uint8)
     mean, lam, p = torch.rand(20, 20, 3) * 255, torch.tensor([0.2, 0.02, 0.005]), torch.eye(3)
@@ -269,6 +277,7 @@ def test_per_image_augmentation_on_two_threads_gives_one_threads_numbers(switch,
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(outs[0], outs[1])
+    assert teams == ([2] if switch == "" and team == "1" else [])  # the two-thread batch went where asked
 
 
 def test_an_error_on_an_image_thread_reaches_the_caller():
