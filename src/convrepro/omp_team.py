@@ -96,19 +96,19 @@ def run(kernel, count: int, parts: int, args) -> bool:
     threads; False (nothing run) where that cannot be done (see the module's docstring)."""
     if not available():
         return False
-    block, spec, keep = [count], [], []
+    block, spec, scalars = [count], [], []
     for arg in args:
         if isinstance(arg, np.ndarray):
             if not arg.flags.c_contiguous:
                 return False
-            array = arg
+            array, shape = arg, arg.shape
         elif isinstance(arg, (bool, int, float, np.generic)):
-            array = np.asarray([arg])
+            array, shape = np.asarray([arg]), ()
+            scalars.append(array)  # alive until the region has read it
         else:
             return False
-        keep.append(array)
-        spec.append((array.dtype.name, arg.ndim if isinstance(arg, np.ndarray) else 0))
-        block += [array.ctypes.data, *(arg.shape if isinstance(arg, np.ndarray) else ())]
+        spec.append((array.dtype.name, len(shape)))
+        block += [array.ctypes.data, *shape]
     block = np.asarray(block, dtype=np.int64)
     parallel = _runtime()[0]
     parallel(_callback(kernel, tuple(spec)).address, block.ctypes.data, parts, 0)
