@@ -9,14 +9,14 @@ LeCun et al.'s zip-code network, four ways:
   (``F.conv2d`` with the flipped, masked kernel), the task's update;
 * ``generic (autograd)``: the hand-written layers and the task's generic per-pattern loop
   (``training.online_step=autograd``: forward, ``autograd.grad``, one fused update);
-* ``written out``: the task's default for the faithful recipe
-  (``training.online_step=written_out``, ``training/online_zipcode.py``).
+* ``pairs``: the task's default for the faithful recipe (``training.online_step=pairs``,
+  ``training/online.py``): the layers' forward/backward pairs chained by hand.
 
 Waibel et al.'s TDNN (SGD with momentum 0.9, shared gradients averaged), three ways:
 ``native 2022`` (``nn.Conv1d``, ``backward()``, the fused SGD optimizer with the layers'
 learning rates divided by their 13 and 9 copies), ``generic (autograd)`` (the task's loop:
-``autograd.grad``, the model's averaging hooks, the optimizer's step) and ``written out``
-(``training/online_tdnn.py``).
+``autograd.grad``, the model's averaging hooks, the optimizer's step) and ``pairs``
+(``training/online.py``).
 
 Each is timed over 2048 patterns (the first USPS training digits; random 16 x 15 tokens for
 the TDNN, whose arithmetic does not depend on the values), single-threaded as the task runs
@@ -50,8 +50,7 @@ from convrepro.models.lecun1989 import ZipCodeNet
 from convrepro.models.waibel1989 import TimeDelayNet
 from convrepro.tracking.store import check
 from convrepro.training.losses import ClassificationLoss
-from convrepro.training.online_tdnn import TimeDelayOnlineStep
-from convrepro.training.online_zipcode import ZipCodeOnlineStep
+from convrepro.training.online import online_step, update_rule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -135,12 +134,16 @@ def task_loop_ms(model, x, targets, loss) -> float:
     return (time.perf_counter() - start) / len(x) * 1e3
 
 
-def written_out_ms(x, targets) -> float:
-    model = ZipCodeNet()
-    step = ZipCodeOnlineStep(model, torch.optim.SGD(model.parameters(), lr=0.03))
+def pairs_ms(model, optimizer, x, targets, loss) -> float:
+    """The task's default on-line step (``ClassifierTask._per_pattern_updates`` with the chained pairs)."""
+    chain, update = online_step(model), update_rule(optimizer, list(model.parameters()))
     start = time.perf_counter()
-    for i in range(0, len(x), 256):  # the task's loader batches
-        step.run(x[i : i + 256], targets[i : i + 256])
+    with torch.no_grad():
+        for i in range(len(x)):
+            t = targets[i : i + 1]
+            out, grads = chain.gradients(x[i : i + 1], lambda o, t=t: loss.gradient(o, t))
+            loss.against(out, t)
+            update(grads)
     return (time.perf_counter() - start) / len(x) * 1e3
 
 
@@ -176,15 +179,6 @@ def generic_tdnn_ms(x, targets, loss) -> float:
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         optimizer.step()
-    return (time.perf_counter() - start) / len(x) * 1e3
-
-
-def written_out_tdnn_ms(x, targets) -> float:
-    model = TimeDelayNet(average_shared_gradients=True)
-    step = TimeDelayOnlineStep(model, torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9))
-    start = time.perf_counter()
-    for i in range(0, len(x), 64):
-        step.run(x[i : i + 64], targets[i : i + 64])
     return (time.perf_counter() - start) / len(x) * 1e3
 
 
@@ -236,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "native 2022": native_ms,
         "torch.nn.functional twin": lambda xs, ts: task_loop_ms(TorchZipCodeNet(ZipCodeNet()), xs, ts, loss),
         "generic (autograd)": lambda xs, ts: task_loop_ms(ZipCodeNet(), xs, ts, loss),
-        "written out": written_out_ms,
+        "pairs": lambda xs, ts: pairs_ms(m := ZipCodeNet(), torch.optim.SGD(m.parameters(), lr=0.03), xs, ts, loss),
     }, x, loss.prepare(y, x))
     tokens = torch.randn(2048, 16, 15, generator=torch.Generator().manual_seed(0))
     tdnn_loss = ClassificationLoss(target_low=0.0, target_high=1.0, num_classes=3)
@@ -245,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     result["waibel1989"] = _measure({
         "native 2022": native_tdnn_ms,
         "generic (autograd)": lambda xs, ts: generic_tdnn_ms(xs, ts, tdnn_loss),
-        "written out": written_out_tdnn_ms,
+        "pairs": lambda xs, ts: pairs_ms(m := TimeDelayNet(average_shared_gradients=True),
+                                         torch.optim.SGD(m.parameters(), lr=0.3, momentum=0.9), xs, ts, tdnn_loss),
     }, tokens, tdnn_loss.prepare(labels, tokens))
     if args.full_run:
         torch.set_num_threads(os.cpu_count() or 1)

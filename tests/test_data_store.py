@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from convrepro import compiled
 from convrepro.data.images import augment
 from convrepro.data.images import prepare as store_module
 from convrepro.data.images.datamodule import ImageFolderDataModule
@@ -210,23 +209,21 @@ def test_a_store_survives_its_sources_getting_new_modification_times(tiny):
     _module(tiny).setup()  # no "prepared from other files"
 
 
-# The three ways a batch is augmented: (whole_batch, CONVREPRO_NUMBA).
-WAYS = {"whole batch (the GPU's)": (True, ""), "per image, tensor ops": (False, "0"),
-        "per image, compiled loop": (False, "")}
+# The two ways a batch is augmented, one per device (whole_batch forces either).
+WAYS = {"whole batch (the GPU's)": True, "per image (the CPU's)": False}
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("scale", [1.0 / 255, 1.0])
-def test_the_three_ways_of_augmenting_give_the_same_numbers(per_channel, scale, monkeypatch):
-    """The GPU's whole-batch gathers, the CPU's per-image tensor ops and its compiled loop:
-    the same crops, mirrors, centring and colour, bit for bit, for the same random draws."""
+def test_both_ways_of_augmenting_give_the_same_numbers(per_channel, scale):
+    """The GPU's whole-batch gathers and the CPU's per-image tensor ops: the same crops,
+    mirrors, centring and colour, bit for bit, for the same random draws."""
     size, crop, b = 20, 13, 16
     x = torch.randint(0, 256, (b, size, size, 3), dtype=torch.uint8)
     mean = torch.rand(1, 1, 3) * 255 if per_channel else torch.rand(size, size, 3) * 255
     lam, p = torch.tensor([0.2, 0.02, 0.005]), torch.linalg.qr(torch.randn(3, 3)).Q
     outs = {}
-    for way, (whole, switch) in WAYS.items():
-        monkeypatch.setenv("CONVREPRO_NUMBA", switch)
+    for way, whole in WAYS.items():
         torch.manual_seed(5)
         outs[way] = [augment.train_batch(x, crop, mean, lam, p, 0.1, True, scale, whole_batch=whole).clone(),
                      augment.ten_crop_batch(x, crop, mean, scale, whole_batch=whole).clone(),
@@ -237,35 +234,8 @@ def test_the_three_ways_of_augmenting_give_the_same_numbers(per_channel, scale, 
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_the_compiled_loop_is_what_a_cpu_batch_takes(monkeypatch):
-    from convrepro.data.images import _augment_loops
-
-    calls = []
-    real = _augment_loops.windows
-    monkeypatch.setattr(_augment_loops, "windows", lambda *a: calls.append(a) or real(*a))
-    x = torch.randint(0, 256, (4, 20, 20, 3), dtype=torch.uint8)
-    augment.train_batch(x, 13, torch.rand(20, 20, 3), torch.ones(3), torch.eye(3), 0.1, True, 1.0)
-    augment.ten_crop_batch(x, 13, torch.rand(20, 20, 3), 1.0)
-    assert len(calls) == 1 + 10
-    monkeypatch.setenv("CONVREPRO_NUMBA", "0")
-    augment.train_batch(x, 13, torch.rand(20, 20, 3), torch.ones(3), torch.eye(3), 0.1, True, 1.0)
-    assert len(calls) == 11
-
-
-@pytest.mark.parametrize("switch,team", [("0", "1"), ("", "0"), ("", "1")],
-                         ids=["tensor-ops", "loop-on-python-threads", "loop-on-openmp-team"])
-def test_per_image_augmentation_on_two_threads_gives_one_threads_numbers(switch, team, monkeypatch):
-    """The CPU deals the images out to threads (tensor ops, or the compiled loop's slices on
-    Python threads or PyTorch's OpenMP team); the draws come first, so the batch is the same."""
-    from convrepro import omp_team
-
-    if switch == "" and team == "1" and not omp_team.available():
-        pytest.skip("this PyTorch has no libgomp of its own (not a Linux wheel): Python threads only")
-    monkeypatch.setenv("CONVREPRO_NUMBA", switch)
-    monkeypatch.setenv("CONVREPRO_OPENMP_TEAM", team)
-    teams, real_run = [], omp_team.run
-    monkeypatch.setattr(omp_team, "run", lambda *a: real_run(*a) and not teams.append(a[2]))
-    monkeypatch.setattr(compiled, "SPLIT_FROM", 1)
+def test_per_image_augmentation_on_two_threads_gives_one_threads_numbers():
+    """The CPU deals the images out to threads; the draws come first, so the batch is the same."""
     x = torch.randint(0, 256, (9, 20, 20, 3), dtype=torch.uint8)
     mean, lam, p = torch.rand(20, 20, 3) * 255, torch.tensor([0.2, 0.02, 0.005]), torch.eye(3)
     outs, threads = [], torch.get_num_threads()
@@ -277,7 +247,6 @@ def test_per_image_augmentation_on_two_threads_gives_one_threads_numbers(switch,
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(outs[0], outs[1])
-    assert teams == ([2] if switch == "" and team == "1" else [])  # the two-thread batch went where asked
 
 
 def test_an_error_on_an_image_thread_reaches_the_caller():

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "convrepro"
-# errors, paths, threads, signals, compiled and omp_team are the foundation, all at the bottom; anything not named
+# errors, paths, threads and signals are the foundation, all at the bottom; anything not named
 # is an entry point.
-RANK = {"errors": 0, "paths": 0, "threads": 0, "signals": 0, "compiled": 0, "omp_team": 0,
+RANK = {"errors": 0, "paths": 0, "threads": 0, "signals": 0,
         "nn": 1, "models": 2, "data": 3, "training": 4, "tracking": 5, "report": 6}
 
 

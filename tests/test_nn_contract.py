@@ -63,6 +63,12 @@ def kernels_run_by(fn, *shapes, dtype=torch.float32) -> set[str]:
     return ops.names
 
 
+def path_of(out: torch.Tensor) -> str:
+    """Which implementation a layer's pair took ("small", "large", "triton", "tensor ops"):
+    the first thing its forward saved, kept on the autograd node."""
+    return out.grad_fn.kept[0]
+
+
 def _through(path: str, out: torch.Tensor) -> torch.Tensor:
     assert type(out.grad_fn).__name__ == path
     return out
@@ -74,8 +80,9 @@ PATHS = {
                              (12, 12, 5, 5)),
     "large 2-D (grouped)": (lambda x, w: cf.conv2d(x, w, padding=2, groups=2), (4, 16, 32, 32), (16, 8, 5, 5)),
     "max pooling": (lambda x: cf.max_pool2d(x, 3, 2), (2, 3, 9, 9)),
-    "max pooling, channels-last (Numba)": (lambda x: _through("NumbaMaxPooling2dBackward", cf.max_pool2d(
+    "max pooling, channels-last": (lambda x: _through("MaxPooling2dBackward", cf.max_pool2d(
         x.contiguous(memory_format=torch.channels_last), 3, 2)), (2, 3, 9, 9)),
+    "temporal integration": (lambda x: cf.temporal_integration(x, "max"), (2, 3, 9)),
     "average pooling": (lambda x: cf.avg_pool2d(x, 3, 2), (2, 3, 9, 9)),
     "decimation": (lambda x: cf.decimation_pool2d(x, 2), (2, 3, 8, 8)),
     "LRN": (lambda x: cf.local_response_norm(x, 5), (2, 8, 5, 5)),

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from unittest import mock
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,11 +26,6 @@ def pool_cases(draw):
     )
 
 
-def tensor_ops():
-    """Keep max pooling on the tensor-op path (channels-last maps go to Numba otherwise)."""
-    return mock.patch.dict(os.environ, {"CONVREPRO_NUMBA": "0"})
-
-
 def _input(case):
     g = torch.Generator().manual_seed(case["seed"])
     x = torch.randn(case["batch"], case["channels"], *case["size"], generator=g, dtype=case["dtype"])
@@ -47,8 +39,7 @@ def _input(case):
 def test_pool2d_matches_pytorch(case, kind):
     x, g = _input(case)
     ours_fn, ref_fn = {"max": (cf.max_pool2d, F.max_pool2d), "avg": (cf.avg_pool2d, F.avg_pool2d)}[kind]
-    with tensor_ops():
-        ours = ours_fn(x, case["kernel"], case["stride"])
+    ours = ours_fn(x, case["kernel"], case["stride"])
     assert type(ours.grad_fn).__name__ in ("MaxPooling2dBackward", "AveragePooling2dBackward")
     ref = ref_fn(x, case["kernel"], case["stride"])
     torch.testing.assert_close(ours, ref, **TOL[case["dtype"]])
@@ -80,35 +71,7 @@ def test_max_pool_with_many_ties_routes_like_pytorch(case):
     x = x.to(case["dtype"]).requires_grad_(True)
     if case["channels_last"]:
         x = x.to(memory_format=torch.channels_last)
-    with tensor_ops():
-        _routes_like_pytorch(x, g, case, "MaxPooling2dBackward")
-
-
-# The Numba loops are compiled once per window and stride (0.6-1.1 s each, cached on disk), so
-# they are drawn from a few that cover the shapes of the code: AlexNet's overlapping 3/2,
-# tiling windows, a 1-D window with a shorter stride, a stride longer than its window, and
-# the trivial 1 x 1.
-NUMBA_CONFIGS = [((3, 3), (2, 2)), ((2, 2), (2, 2)), ((1, 4), (1, 3)), ((3, 2), (4, 1)), ((1, 1), (1, 1))]
-
-
-@st.composite
-def numba_cases(draw):
-    """Channels-last maps with more than one channel: what the Numba path takes."""
-    case = draw(pool_cases())
-    case["kernel"], case["stride"] = draw(st.sampled_from(NUMBA_CONFIGS))
-    case["size"] = tuple(max(n, k) for n, k in zip(case["size"], case["kernel"], strict=True))
-    return case | dict(channels=draw(st.integers(2, 6)), channels_last=True)
-
-
-@settings(max_examples=60, deadline=None)
-@given(numba_cases(), st.booleans())
-def test_numba_max_pool_matches_pytorch_bit_for_bit(case, ties):
-    g = torch.Generator().manual_seed(case["seed"])
-    shape = (case["batch"], case["channels"], *case["size"])
-    x = torch.randint(0, 3, shape, generator=g).to(case["dtype"]) if ties else torch.randn(
-        shape, generator=g, dtype=case["dtype"])
-    x = x.to(memory_format=torch.channels_last).requires_grad_(True)
-    _routes_like_pytorch(x, g, case, "NumbaMaxPooling2dBackward")
+    _routes_like_pytorch(x, g, case, "MaxPooling2dBackward")
 
 
 def _routes_like_pytorch(x, g, case, path):

@@ -104,7 +104,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "trainer.accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))
     _choice(cfg, "trainer.precision", PRECISIONS)
     _choice(cfg, "training.matmul_precision", ("highest", "high", "medium"))
-    _choice(cfg, "training.online_step", ("written_out", "autograd"))
+    _choice(cfg, "training.online_step", ("pairs", "autograd"))
     if _get(cfg, "trainer.accelerator") in ("gpu", "cuda") and not _cuda_available():
         raise ConfigError(f"trainer.accelerator={_get(cfg, 'trainer.accelerator')} but this machine has no CUDA "
                           f"GPU; run on the CPU with trainer=cpu (AlexNet: experiment=krizhevsky2012_cpu)")

@@ -61,7 +61,7 @@ def build(cfg: DictConfig):
                           patterns_per_update=cfg.training.patterns_per_update,
                           top_k=tuple(cfg.training.top_k), curvature_patterns=cfg.training.curvature_patterns,
                           channels_last=bool(cfg.training.get("channels_last", False)),
-                          online_step=cfg.training.get("online_step", "written_out"))
+                          online_step=cfg.training.get("online_step", "pairs"))
     return datamodule, model, task
 
 

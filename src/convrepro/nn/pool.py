@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from . import functional as lf
+from .functional.temporal_integration import MODES
 
 
 class _Pool(nn.Module):
@@ -57,14 +58,10 @@ class DecimationPool1d(DecimationPool2d):
 
 
 class TemporalIntegration(nn.Module):
-    """Pool a whole time axis (N, C, T) -> (N, C): the TDNN's output layer (Waibel et al. 1989).
+    """Pool a whole time axis (N, C, T) -> (N, C): the TDNN's output layer (Waibel et al. 1989);
+    ``mode`` is ``sum``, ``mean``, ``sum_sq`` or ``max`` (see ``functional.temporal_integration``)."""
 
-    ``sum`` and ``mean`` are the paper's integration (average pooling over time, up to a
-    constant), ``sum_sq`` integrates squared activations (the paper is unclear which), and
-    ``max`` is max pooling over time, the variant of Yamaguchi et al. 1990.
-    """
-
-    MODES = ("sum", "mean", "sum_sq", "max")
+    MODES = MODES
 
     def __init__(self, mode: str = "sum"):
         super().__init__()
@@ -73,15 +70,7 @@ class TemporalIntegration(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3:
-            raise ValueError(f"input must have rank 3 (N, C, T), got shape {tuple(x.shape)}")
-        t = x.shape[-1]
-        if self.mode == "max":
-            return lf.max_pool1d(x, t).squeeze(-1)
-        if self.mode == "sum_sq":
-            x = x * x
-        pooled = lf.avg_pool1d(x, t).squeeze(-1)
-        return pooled if self.mode == "mean" else pooled * t
+        return lf.temporal_integration(x, self.mode)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}"

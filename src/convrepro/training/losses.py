@@ -40,6 +40,10 @@ class ClassificationLoss:
             return F.mse_loss(outputs, prepared)
         return F.cross_entropy(outputs, prepared)
 
+    def gradient(self, outputs: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
+        """dE/dy of the MSE for one pattern: 2 (y - t) / n (the on-line steps' start of backward)."""
+        return (outputs - prepared) * (2.0 / outputs.numel())
+
     def mse(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """MSE against the targets, whatever the training loss (the paper's second measure)."""
         return F.mse_loss(outputs, self.targets(labels, outputs))

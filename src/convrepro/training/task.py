@@ -8,12 +8,11 @@ loss, an optimizer, evaluation sets".  Two ways to update:
 * ``patterns_per_update=k``: the 1989 papers' on-line learning, one update every ``k``
   patterns in the order given, while a Lightning step carries a whole loader batch of
   patterns.  Per-pattern updates make the loop's per-step overhead the bottleneck, so the
-  inner loop takes gradients with ``torch.autograd.grad`` and applies them with one fused
-  ``foreach`` update (SGD without momentum, or SDLM's per-weight steps).  For the faithful
-  recipes (the zip-code network with plain SGD or SDLM, the TDNN with momentum),
-  ``online_step="written_out"`` replaces that loop by the forward, backward and update
-  unrolled on preallocated buffers (``online_zipcode.py``, ``online_tdnn.py``);
-  ``"autograd"`` keeps the generic loop, which every other configuration uses.
+  inner loop forms each pattern's gradients and applies them with one fused ``foreach``
+  update (SGD with or without momentum, or SDLM's per-weight steps).  For the faithful
+  recipes ``online_step="pairs"`` forms them by chaining the layers' forward/backward
+  pairs by hand (``online.py``); ``"autograd"`` takes them with ``torch.autograd.grad``
+  through the same pairs' autograd Functions, as every other configuration does.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ from torch import nn
 from convrepro.threads import one_thread
 
 from .losses import ClassificationLoss
-from .online_tdnn import TimeDelayOnlineStep, tdnn_refusal
-from .online_zipcode import ZipCodeOnlineStep, zipcode_refusal
+from .online import online_refusal, online_step, update_rule
 from .sdlm import SDLM, gauss_newton_diagonal
 
 
@@ -49,7 +47,7 @@ def _weights_digest(model: nn.Module) -> float:
         return float(sum((p.double() * (i + 1)).sum() for i, p in enumerate(model.parameters())))
 
 
-ONLINE_STEPS = ("written_out", "autograd")
+ONLINE_STEPS = ("pairs", "autograd")
 
 
 class ClassifierTask(pl.LightningModule):
@@ -64,7 +62,7 @@ class ClassifierTask(pl.LightningModule):
         top_k: tuple[int, ...] = (1,),
         curvature_patterns: int = 500,
         channels_last: bool = False,
-        online_step: str = "written_out",
+        online_step: str = "pairs",
     ):
         super().__init__()
         self.model, self.loss, self.optimizer_factory = model, loss, optimizer
@@ -77,7 +75,7 @@ class ClassifierTask(pl.LightningModule):
         if online_step not in ONLINE_STEPS:
             raise ValueError(f"training.online_step must be one of {ONLINE_STEPS}, got {online_step!r}")
         self.online_step = online_step
-        self._written_out = None  # the written-out step, or False where it does not apply (first step)
+        self._chain = None  # the chained pairs, or False where they do not apply (decided at the first step)
         self.replica_digests: list[float] = []
         self._reset_sums()
         self.history: list[dict[str, float]] = []
@@ -204,59 +202,43 @@ class ClassifierTask(pl.LightningModule):
                     f"the training loss became {bad[0].item()} in pass {self.current_epoch + 1}, step "
                     f"{batch_idx + 1}: training diverged (lower optim.lr?)")
 
-    def _written_out_step(self, x: torch.Tensor):
-        """The unrolled on-line step, where one applies (decided once, at the first step)."""
-        if self._written_out is None:
+    def _chained_pairs(self, x: torch.Tensor):
+        """The on-line step through the layers' pairs, where it applies (decided once)."""
+        if self._chain is None:
             opt = self.optimizers()
             inner = getattr(opt, "optimizer", opt)
-            self._written_out = False
-            if self.online_step == "written_out" and not torch.is_autocast_enabled(x.device.type):
-                for step, refusal in ((ZipCodeOnlineStep, zipcode_refusal), (TimeDelayOnlineStep, tdnn_refusal)):
-                    if refusal(self.model, self.loss, inner, self.patterns_per_update) is None:
-                        self._written_out = step(self.model, inner)
-        return self._written_out or None
+            self._chain = False
+            if self.online_step == "pairs" and not torch.is_autocast_enabled(x.device.type) \
+                    and online_refusal(self.model, self.loss, inner, self.patterns_per_update) is None:
+                self._chain = online_step(self.model)
+        return self._chain or None
 
     def _per_pattern_updates(self, x, y, batch_idx: int = 0):
-        written_out = self._written_out_step(x)
-        if written_out is not None:
-            with one_thread():
-                losses, outs = written_out.run(x, self.loss.prepare(y, x))
-            self._check_finite(losses, batch_idx)
-            self._accumulate(losses.sum(), outs, y)
-            return
         params = [p for p in self.model.parameters() if p.requires_grad]
         update = self._update_rule(params)
         k = self.patterns_per_update
         prepared = self.loss.prepare(y, x)
+        chain = self._chained_pairs(x)
         losses, outs = [], []
-        with one_thread():  # evaluation keeps all threads
+        with one_thread(), torch.no_grad() if chain else torch.enable_grad():  # evaluation keeps all threads
             for i in range(0, len(y), k):
-                out = self.model(x[i : i + k])
-                loss = self.loss.against(out, prepared[i : i + k])
-                update(torch.autograd.grad(loss, params))
+                target = prepared[i : i + k]
+                if chain:
+                    out, grads = chain.gradients(x[i : i + k], lambda out, t=target: self.loss.gradient(out, t))
+                    loss = self.loss.against(out, target)
+                else:
+                    out = self.model(x[i : i + k])
+                    loss = self.loss.against(out, target)
+                    grads = torch.autograd.grad(loss, params)
+                update(grads)
                 losses.append(loss.detach())
                 outs.append(out.detach())
         self._check_finite(torch.stack(losses), batch_idx)
         self._accumulate(torch.stack(losses).sum() * k, torch.cat(outs), y)
 
     def _update_rule(self, params):
-        """The cheapest correct update for the configured optimizer, applied to fresh gradients."""
         opt = self.optimizers()
-        inner = getattr(opt, "optimizer", opt)
-        group = inner.param_groups[0]
-        if isinstance(inner, SDLM):
-            return lambda grads: inner.apply(params, grads)
-        if isinstance(inner, torch.optim.SGD) and not group["momentum"] and not group["weight_decay"]:
-            @torch.no_grad()
-            def sgd(grads):  # w <- w - lr g, one fused op (lr read each time: schedulers apply)
-                torch._foreach_add_(params, grads, alpha=-group["lr"])
-            return sgd
-
-        def generic(grads):  # momentum, Adam...: the optimizer's own step
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g
-            inner.step()
-        return generic
+        return update_rule(getattr(opt, "optimizer", opt), params)
 
     def _accumulate(self, loss_sum, out, y):
         wrong = (out.argmax(1) != y).sum().float()

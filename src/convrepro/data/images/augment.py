@@ -21,7 +21,6 @@ import threading
 
 import torch
 
-from convrepro import compiled
 from convrepro.threads import image_by_image
 
 SCALES = {"raw": 1.0, "unit": 1.0 / 255.0}
@@ -137,10 +136,10 @@ def train_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, eigenvalues: tor
     """Each image's crop (reflected if drawn so) minus the same window of the mean image,
     plus its PCA colour.
 
-    Three ways, the same numbers (tested): on a CPU per image, as one compiled loop
-    (``_augment_loops``, when Numba runs) or as a few tensor operations (broadcasting the mean
-    over the batch ran 5x slower there); on a GPU as whole-batch gathers, a few kernels per
-    batch where the per-image loop launched ~4 per image (``whole_batch`` forces either).
+    One way per device, the same numbers (tested): on a CPU per image, a few tensor
+    operations each (broadcasting the mean over the batch ran 5x slower there); on a GPU as
+    whole-batch gathers, a few kernels per batch where the per-image loop launched ~4 per
+    image (``whole_batch`` forces either).
     """
     b, size = x.shape[0], x.shape[1]
     top, left, reflected = crop_indices(b, size, crop, flip)
@@ -151,11 +150,6 @@ def train_batch(x: torch.Tensor, crop: int, mean: torch.Tensor, eigenvalues: tor
         _gathered_windows(x, mean, top, left, reflected, crop, out, shift, scale)
         return out.view(b, crop, crop, 3).permute(0, 3, 1, 2)
     mean_reflected = mean.flip(1) if mean_reflected is None else mean_reflected
-    if _compiled(x):
-        from . import _augment_loops
-
-        _augment_loops.windows(x, mean, mean_reflected, top, left, reflected, shift, scale, out)
-        return out.view(b, crop, crop, 3).permute(0, 3, 1, 2)
     shift = shift.repeat(1, crop) if shift is not None else None
 
     def image(i: int) -> None:
@@ -196,11 +190,6 @@ def _on_whole_batch(x: torch.Tensor, whole_batch: bool | None) -> bool:
     return x.device.type != "cpu" if whole_batch is None else whole_batch
 
 
-def _compiled(x: torch.Tensor) -> bool:
-    """Whether a CPU batch goes through the compiled per-image loop (``_augment_loops``)."""
-    return x.device.type == "cpu" and x.dtype == torch.uint8 and compiled.wanted()
-
-
 def _windows(x: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor | None, top: int, left: int,
              crop: int, reflected: bool, out: torch.Tensor, whole_batch: bool | None = None) -> None:
     """out (B, C, C*3) = the same window of every image, centred: on a GPU one slice of the
@@ -212,12 +201,6 @@ def _windows(x: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor |
         o = out.view(b, crop, crop, 3)
         o.copy_(window.flip(2) if reflected else window)
         o.sub_(m.flip(1) if reflected else m)
-        return
-    if _compiled(x):
-        from . import _augment_loops
-
-        b = x.shape[0]
-        _augment_loops.windows(x, mean, mean_reflected, [top] * b, [left] * b, [reflected] * b, None, 1.0, out)
         return
     image_by_image(lambda i: _centred_window(out[i], x[i], mean, mean_reflected, top, left, crop, reflected),
                    x.shape[0], x.device.type == "cpu")

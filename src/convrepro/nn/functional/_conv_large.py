@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 
 import torch
-from torch.autograd import Function
 
 from ._amp import accumulator
 from ._columns import bias_gradient, output_from_columns
@@ -100,42 +99,40 @@ def _kernel_matrix(weight: torch.Tensor, groups: int) -> torch.Tensor:
     return flipped.permute(0, 3, 4, 2, 1).reshape(groups, kh * kw * cg, d // groups)
 
 
-class LargeConvolution2d(Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, pad_value, groups):
-        n, c, h, w = x.shape
-        d, cg, kh, kw = weight.shape
-        (sh, sw), (ph, pw) = stride, padding
-        xp = _padded_channels_last(x, ph, pw, pad_value, reuse=True)
-        ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
-        cols = _columns(xp, kh, kw, sh, sw, groups)
-        kmat = _kernel_matrix(weight, groups)
-        out = output_from_columns(cols, kmat, bias, n, ho, wo)
-        # The padded input and the columns live in workspaces: backward reuses the columns
-        # if no other layer of the same shape has written there since (same version), else
-        # rebuilds them from x.
-        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None,
-                              kmat if ctx.needs_input_grad[0] else None)
-        if ctx.needs_input_grad[1]:
-            ctx.columns, ctx.columns_version = cols, cols._version
-        ctx.geometry = (x.shape, weight.shape, stride, padding, groups, bias is not None and bias.dim())
-        ctx.pad_value = pad_value
-        return out
+class _Reused:
+    """The forward's columns, left in their workspace: backward takes them if no later layer
+    of the same shape has written there since (same version counter), else rebuilds them."""
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, kmat = ctx.saved_tensors
-        xp = cols = None
-        if ctx.needs_input_grad[1]:
-            if ctx.columns._version == ctx.columns_version:
-                cols = ctx.columns
-            else:
-                xp = _padded_channels_last(x, *ctx.geometry[3], ctx.pad_value)
-        grads = large_backward(ctx.needs_input_grad, grad_out, xp, kmat, cols, ctx.geometry)
-        return (*grads, None, None, None, None)
+    def __init__(self, cols: torch.Tensor):
+        self.cols, self.version = cols, cols._version
+
+    def get(self) -> torch.Tensor | None:
+        return self.cols if self.cols._version == self.version else None
 
 
-def large_backward(needs_input_grad, grad_out, xp, kmat, cols, geometry):
+def large_forward(x, weight, bias, stride, padding, pad_value, groups):
+    """z = columns @ flipped kernel + bias, one GEMM per group over the whole batch."""
+    n, c, h, w = x.shape
+    d, cg, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    xp = _padded_channels_last(x, ph, pw, pad_value, reuse=True)
+    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    cols = _columns(xp, kh, kw, sh, sw, groups)
+    kmat = _kernel_matrix(weight, groups)
+    out = output_from_columns(cols, kmat, bias, n, ho, wo)
+    geometry = (x.shape, weight.shape, stride, padding, groups, 0 if bias is None else bias.dim())
+    return out, (x, kmat, _Reused(cols), geometry, pad_value)
+
+
+def large_backward(grad_out, saved, needs):
+    """(dL/dx, dL/dw, dL/db) of ``large_forward``."""
+    x, kmat, reused, geometry, pad_value = saved
+    cols = reused.get() if needs[1] else None
+    xp = _padded_channels_last(x, *geometry[3], pad_value) if needs[1] and cols is None else None
+    return gradients(needs, grad_out, xp, kmat, cols, geometry)
+
+
+def gradients(needs_input_grad, grad_out, xp, kmat, cols, geometry):
     """(dL/dx, dL/dw, dL/db) from the padded channels-last input ``xp``, the kernel matrix and
     the forward's columns (rebuilt from ``xp`` when None)."""
     (n, c, h, w), (d, cg, kh, kw), (sh, sw), (ph, pw), groups, bias_dim = geometry
@@ -163,11 +160,7 @@ def large_backward(needs_input_grad, grad_out, xp, kmat, cols, geometry):
         # batch's (conv2 at batch 32: 224 MB) took a page fault per 4 KB.  The sums go
         # straight into the gradient, each tap adding only the positions that land inside
         # the input (the frame is a constant: its gradient is dropped).
-        #
-        # (A compiled overlap-add, ``convrepro.compiled``, took 0.34 against 0.52 ms per
-        # conv2 block alone, but 72 against 51 ms for the whole input gradient: after each
-        # product oneDNN's OpenMP threads spin for a while, and a loop on other threads then
-        # shares two cores with them.  PyTorch's adds run on those same threads.)
+
         acc = accumulator(grad_out.dtype)
         grad_x = grad_out.new_zeros(n, h, w, c, dtype=acc)  # (N, H, W, C): returned as an (N, C, H, W) view
         taps = [(i, j, _landing(i, sh, ph, ho, h), _landing(j, sw, pw, wo, w)) for i in range(kh) for j in range(kw)]
@@ -194,6 +187,6 @@ def large_backward(needs_input_grad, grad_out, xp, kmat, cols, geometry):
         dk = torch.stack([matmul(g[k].t(), cols[k]) for k in range(groups)])  # (G, Dg, kh*kw*Cg)
         dk = dk.view(groups, dg, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(d, cg, kh, kw)
         grad_w = dk.flip(-2, -1)
-    if needs_input_grad[2]:
+    if len(needs_input_grad) > 2 and needs_input_grad[2] and bias_dim:
         grad_b = bias_gradient(grad_out, bias_dim)
     return grad_x, grad_w, grad_b

@@ -2,7 +2,8 @@
 (for a batch, a second gather).
 
 On-line learning runs ~170,000 forward/backward passes of single patterns through these
-layers, where the cost is the number of tensor operations, not arithmetic.  So the whole
+layers, where the cost is the number of tensor operations, not arithmetic.  A time-delay
+layer is this convolution on a height-one image.  So the whole
 im2col -- padding with the frame value and the kernel flip included -- is one gather with
 a cached index, and the overlap-add of the input gradient is one accumulating ``put_`` with
 the *same* index -- or, for a batch, a gather with that index turned around (``_columns``):
@@ -20,7 +21,6 @@ import functools
 import math
 
 import torch
-from torch.autograd import Function
 
 from ._amp import accumulator
 from ._columns import bias_gradient, output_from_columns, overlap_add, readers
@@ -61,53 +61,41 @@ def readers_index(shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, s
     return readers(gather_index(shape, kh, kw, sh, sw, ph, pw, groups, device), math.prod(shape))
 
 
-def map_major_index(channels: int, height: int, width: int, kh: int, kw: int, stride: int = 1,
-                    pad: int = 0) -> torch.Tensor:
-    """The same receptive fields for one pattern stored map after map (flat (C, H, W)), as
-    (C*kh*kw, Ho*Wo) columns lined up with ``weight.view(D, -1)``; slot C*H*W is the frame.
-    For the written-out on-line steps of the 1989 networks (``convrepro.training``)."""
-    index = gather_index((1, channels, height, width), kh, kw, stride, stride, pad, pad, 1, torch.device("cpu"))[0]
-    frame = channels * height * width  # channels-last (row * W + col) * C + c -> c * H * W + row * W + col
-    return torch.where(index == frame, frame, index % channels * (height * width) + index // channels).T.contiguous()
+def small_forward(x, weight, bias, stride, padding, pad_value, groups):
+    """z = columns @ kernel + bias, the columns one gather of the framed input."""
+    n, c, h, w = x.shape
+    d, cg, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    index = gather_index((n, c, h, w), kh, kw, sh, sw, ph, pw, groups, x.device)
+    source = x.permute(0, 2, 3, 1).reshape(-1)
+    if ph or pw:  # the frame's value, read at slot N*H*W*C
+        source = torch.cat([source, x.new_full((1,), pad_value)])
+    cols = source.index_select(0, index.view(-1)).view(index.shape)  # (G, M, Cg*kh*kw)
+    kernel = weight.view(groups, d // groups, cg * kh * kw)
+    out = output_from_columns(cols, kernel.transpose(1, 2), bias, n, ho, wo)
+    bias_dim = 0 if bias is None else bias.dim()
+    return out, (cols, kernel, index, (x.shape, weight.shape, groups, bias_dim, (kh, kw, sh, sw, ph, pw)))
 
 
-class SmallConvolution2d(Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, pad_value, groups):
-        n, c, h, w = x.shape
-        d, cg, kh, kw = weight.shape
-        (sh, sw), (ph, pw) = stride, padding
-        ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
-        index = gather_index((n, c, h, w), kh, kw, sh, sw, ph, pw, groups, x.device)
-        source = torch.cat([x.permute(0, 2, 3, 1).reshape(-1), x.new_full((1,), pad_value)])
-        cols = source.index_select(0, index.view(-1)).view(index.shape)  # (G, M, Cg*kh*kw)
-        kernel = weight.view(groups, d // groups, cg * kh * kw)
-        out = output_from_columns(cols, kernel.transpose(1, 2), bias, n, ho, wo)
-        ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None,
-                              kernel if ctx.needs_input_grad[0] else None, index)
-        ctx.geometry = (x.shape, weight.shape, groups, bias is not None and bias.dim())
-        ctx.window = (kh, kw, sh, sw, ph, pw)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        cols, kernel, index = ctx.saved_tensors
-        (n, c, h, w), wshape, groups, bias_dim = ctx.geometry
-        d = wshape[0]
-        ho, wo = grad_out.shape[-2:]
-        g = grad_out.permute(0, 2, 3, 1).reshape(n * ho * wo, groups, d // groups).transpose(0, 1)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            # Correlation with the kernel: send dL/dz back through each receptive field,
-            # then sum what lands on each input position (the frame's share is dropped).
-            dcols = matmul(g[0], kernel[0]) if groups == 1 else torch.bmm(g, kernel)
-            acc = accumulator(grad_out.dtype)
-            grad_x = overlap_add(dcols.to(acc), index, (n, h, w, c),
-                                 lambda: readers_index((n, c, h, w), *ctx.window, groups, grad_out.device))
-            grad_x = grad_x.permute(0, 3, 1, 2).to(grad_out.dtype)
-        if ctx.needs_input_grad[1]:
-            # Correlation of dL/dz with the input: already in the weight's own layout.
-            grad_w = (matmul(g[0].t(), cols[0]) if groups == 1 else torch.bmm(g.transpose(1, 2), cols)).view(wshape)
-        if ctx.needs_input_grad[2]:
-            grad_b = bias_gradient(grad_out, bias_dim)
-        return grad_x, grad_w, grad_b, None, None, None, None
+def small_backward(grad_out, saved, needs):
+    """(dL/dx, dL/dw, dL/db): the two correlations as products with the columns' transposes."""
+    cols, kernel, index, ((n, c, h, w), wshape, groups, bias_dim, window) = saved
+    d = wshape[0]
+    ho, wo = grad_out.shape[-2:]
+    g = grad_out.permute(0, 2, 3, 1).reshape(n * ho * wo, groups, d // groups).transpose(0, 1)
+    grad_x = grad_w = grad_b = None
+    if needs[0]:
+        # Correlation with the kernel: send dL/dz back through each receptive field,
+        # then sum what lands on each input position (the frame's share is dropped).
+        dcols = matmul(g[0], kernel[0]) if groups == 1 else torch.bmm(g, kernel)
+        acc = accumulator(grad_out.dtype)
+        grad_x = overlap_add(dcols.to(acc), index, (n, h, w, c),
+                             lambda: readers_index((n, c, h, w), *window, groups, grad_out.device))
+        grad_x = grad_x.permute(0, 3, 1, 2).to(grad_out.dtype)
+    if needs[1]:
+        # Correlation of dL/dz with the input: already in the weight's own layout.
+        grad_w = (matmul(g[0].t(), cols[0]) if groups == 1 else torch.bmm(g.transpose(1, 2), cols)).view(wshape)
+    if len(needs) > 2 and needs[2] and bias_dim:
+        grad_b = bias_gradient(grad_out, bias_dim)
+    return grad_x, grad_w, grad_b

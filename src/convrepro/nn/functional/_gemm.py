@@ -33,8 +33,8 @@ def _onednn_linear():
 
 def onednn_wanted(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``a @ b`` goes to oneDNN (see the module's docstring)."""
-    return (a.device.type == "cpu" and a.dtype == torch.float32 and b.dtype == torch.float32
-            and a.shape[0] * a.shape[1] * b.shape[1] >= ONEDNN_FROM
+    return (a.shape[0] * a.shape[1] * b.shape[1] >= ONEDNN_FROM
+            and a.device.type == "cpu" and a.dtype == torch.float32 and b.dtype == torch.float32
             and torch.backends.mkldnn.enabled and os.environ.get("CONVREPRO_ONEDNN", "") != "0"
             and _onednn_linear() is not None)
 

@@ -16,15 +16,17 @@ Triton was first imported without the interpreter cannot run inside an interpret
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 
 import torch
 
-from convrepro.compiled import importable
 
-
+@functools.cache
 def available() -> bool:
-    return importable("triton")
+    """Whether Triton is installed (it comes with PyTorch's CUDA builds)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 LAYERS = ("conv", "pool")

@@ -31,10 +31,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.autograd import Function
 
 from . import _triton_conv_taps as taps
-from ._conv_large import _kernel_matrix, _padded_channels_last, large_backward
+from ._conv_large import _kernel_matrix, _padded_channels_last, gradients
 from ._triton_grid import split
 from .sizes import output_size
 
@@ -284,7 +283,7 @@ def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, 
 def _weight_gradient_by_columns(grad_out, x, shape, stride, padding, pad_value, groups):
     """The tensor-op path's weight gradient: the framed input's columns times the output gradient."""
     xp = _padded_channels_last(x, *padding, pad_value)
-    return large_backward((False, True, False), grad_out, xp, None, None,
+    return gradients((False, True, False), grad_out, xp, None, None,
                           (x.shape, shape, stride, padding, groups, False))[1]
 
 
@@ -311,33 +310,30 @@ def _precision(x: torch.Tensor) -> str:
     return "ieee"
 
 
-class TritonConvolution2d(Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, pad_value, groups):
-        if weight.shape[1] >= TAPS_FROM:  # a tap's maps side by side (one copy if they are not)
-            x = _channels_last(x)
-        out = _forward_of(x, weight, bias, stride, padding, pad_value, groups)
-        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None,
-                              weight if ctx.needs_input_grad[0] else None)
-        ctx.geometry = (x.shape, weight.shape, stride, padding, pad_value, groups, bias is not None and bias.dim())
-        return out
+def triton_forward(x, weight, bias, stride, padding, pad_value, groups):
+    """The convolution on a GPU: one implicit-product kernel, no columns in memory."""
+    if weight.shape[1] >= TAPS_FROM:  # a tap's maps side by side (one copy if they are not)
+        x = _channels_last(x)
+    out = _forward_of(x, weight, bias, stride, padding, pad_value, groups)
+    return out, (x, weight, (x.shape, weight.shape, stride, padding, pad_value, groups,
+                             0 if bias is None else bias.dim()))
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        shape, (d, cg, kh, kw), stride, padding, pad_value, groups, bias_dim = ctx.geometry
-        precision = _precision(grad_out)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0] and tuple(stride) == (1, 1):
-            grad_x = _input_gradient_of(grad_out, weight, shape, padding, groups, precision)
-        elif ctx.needs_input_grad[0]:  # a strided layer: the tensor-op path's overlap-add
-            grad_x = large_backward((True, False, False), grad_out, None, _kernel_matrix(weight, groups), None,
-                                    (shape, (d, cg, kh, kw), stride, padding, groups, bias_dim))[0]
-        path = _weight_gradient_path(x, cg) if ctx.needs_input_grad[1] else None
-        if path == "columns":
-            grad_w = _weight_gradient_by_columns(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups)
-        elif path == "triton":
-            grad_w = _weight_gradient_of(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups, precision)
-        if ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum(dim=(0, 2, 3))
-        return grad_x, grad_w, grad_b, None, None, None, None
+
+def triton_backward(grad_out, saved, needs):
+    """The two correlations as implicit products (a strided layer's input gradient by overlap-add)."""
+    x, weight, (shape, (d, cg, kh, kw), stride, padding, pad_value, groups, bias_dim) = saved
+    precision = _precision(grad_out)
+    grad_x = grad_w = grad_b = None
+    if needs[0] and tuple(stride) == (1, 1):
+        grad_x = _input_gradient_of(grad_out, weight, shape, padding, groups, precision)
+    elif needs[0]:  # a strided layer: the tensor-op path's overlap-add
+        grad_x = gradients((True, False, False), grad_out, None, _kernel_matrix(weight, groups), None,
+                           (shape, (d, cg, kh, kw), stride, padding, groups, bias_dim))[0]
+    path = _weight_gradient_path(x, cg) if needs[1] else None
+    if path == "columns":
+        grad_w = _weight_gradient_by_columns(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups)
+    elif path == "triton":
+        grad_w = _weight_gradient_of(grad_out, x, (d, cg, kh, kw), stride, padding, pad_value, groups, precision)
+    if len(needs) > 2 and needs[2] and bias_dim:
+        grad_b = grad_out.sum(dim=(0, 2, 3))
+    return grad_x, grad_w, grad_b

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.autograd import Function
 
 from ._triton_grid import split
 from .sizes import output_size
@@ -85,37 +84,34 @@ def _backward(g_ptr, win_ptr, dx_ptr, total, C, H, W, HO, WO, sgn, sgc, sgh, sgw
     tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-class TritonMaxPooling2d(Function):
-    @staticmethod
-    def forward(ctx, x, kernel, stride):
-        (kh, kw), (sh, sw) = kernel, stride
-        n, c, h, w = x.shape
-        ho, wo = output_size(h, kh, sh), output_size(w, kw, sw)
-        layout = _layout(x)
-        out = torch.empty(n, c, ho, wo, dtype=x.dtype, device=x.device, memory_format=layout)
-        winner = torch.empty(n, c, ho, wo, dtype=torch.int32, device=x.device, memory_format=layout)
-        total = out.numel()
-        if total:
-            _forward[(triton.cdiv(total, BLOCK),)](x, out, winner, total, c, w, ho, wo, *x.stride(),
-                                                   KH=kh, KW=kw, SH=sh, SW=sw,
-                                                   CHANNELS_LAST=layout == torch.channels_last, BLOCK=BLOCK)
-        ctx.save_for_backward(winner)
-        ctx.geometry = (x.shape, kernel, stride, layout)
-        return out
+def triton_pool_forward(x, kernel, stride):
+    """(out, saved): one kernel reads each window once, keeps its maximum and winner."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, kh, sh), output_size(w, kw, sw)
+    layout = _layout(x)
+    out = torch.empty(n, c, ho, wo, dtype=x.dtype, device=x.device, memory_format=layout)
+    winner = torch.empty(n, c, ho, wo, dtype=torch.int32, device=x.device, memory_format=layout)
+    total = out.numel()
+    if total:
+        _forward[(triton.cdiv(total, BLOCK),)](x, out, winner, total, c, w, ho, wo, *x.stride(),
+                                               KH=kh, KW=kw, SH=sh, SW=sw,
+                                               CHANNELS_LAST=layout == torch.channels_last, BLOCK=BLOCK)
+    return out, (winner, (x.shape, kernel, stride, layout))
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        (winner,) = ctx.saved_tensors
-        (n, c, h, w), (kh, kw), (sh, sw), layout = ctx.geometry
-        ho, wo = winner.shape[-2:]
-        grad_x = torch.empty(n, c, h, w, dtype=grad_out.dtype, device=grad_out.device, memory_format=layout)
-        total = grad_x.numel()
-        if total:
-            _backward[(triton.cdiv(total, BLOCK),)](
-                grad_out, winner, grad_x, total, c, h, w, ho, wo, *grad_out.stride(), *winner.stride(),
-                KH=kh, KW=kw, SH=sh, SW=sw, RH=-(-kh // sh), RW=-(-kw // sw),
-                CHANNELS_LAST=layout == torch.channels_last, BLOCK=BLOCK)
-        return grad_x, None, None
+
+def triton_pool_backward(grad_out, saved):
+    """dL/dz: each input position gathers the gradients of the windows it won."""
+    winner, ((n, c, h, w), (kh, kw), (sh, sw), layout) = saved
+    ho, wo = winner.shape[-2:]
+    grad_x = torch.empty(n, c, h, w, dtype=grad_out.dtype, device=grad_out.device, memory_format=layout)
+    total = grad_x.numel()
+    if total:
+        _backward[(triton.cdiv(total, BLOCK),)](
+            grad_out, winner, grad_x, total, c, h, w, ho, wo, *grad_out.stride(), *winner.stride(),
+            KH=kh, KW=kw, SH=sh, SW=sw, RH=-(-kh // sh), RW=-(-kw // sw),
+            CHANNELS_LAST=layout == torch.channels_last, BLOCK=BLOCK)
+    return grad_x
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:

@@ -14,25 +14,82 @@ Correlation"):
 * weight gradient = correlation of the output gradient with the input,
   dL/dw[d, c, m', n'] = sum_m sum_n dL/dz[d, m, n] a[c, m - m', n - n'].
 
-Both are evaluated as matrix products over receptive fields ("columns"), in ways that
-compute the same sums: ``_conv_time`` (the TDNN's 1-D layers, one token at a time: one
-``take`` and one product), ``_conv_small`` (one gather and one scatter-add with a cached
-index; for the 1989 networks, whose cost is the number of operations), ``_conv_large``
-(strided copies into a reused workspace and one GEMM per group; for AlexNet, whose cost is
-memory traffic and arithmetic) and, on CUDA with Triton, ``_triton_conv`` (forward and
-both gradients as kernels that build the columns tile by tile and never store them; see
-``_triton``).
+Both are evaluated as matrix products over receptive fields ("columns").  The pair
+``conv2d_forward(x, weight, bias, stride, padding, pad_value, groups) -> (z, saved)`` /
+``conv2d_backward(dL/dz, saved, needs) -> (dL/da, dL/dw, dL/db)`` picks one of two CPU
+strategies, whose costs differ: ``_conv_small`` (one gather and one scatter-add with a
+cached index, for the 1989 networks, whose cost is the number of operations) and
+``_conv_large`` (strided copies and one GEMM per group, for AlexNet, whose cost is memory
+traffic and arithmetic); on CUDA with Triton, ``_triton_conv`` (forward and both gradients
+as kernels that build the columns tile by tile and never store them; see ``_triton``).
+A time-delay layer (``conv1d_*``) is the same convolution on a height-one image.
+
+``conv2d`` / ``conv1d`` check their arguments and run the pair under autograd
+(``Convolution2d``, ``Convolution1d``); the on-line steps of ``convrepro.training`` call
+the pairs themselves.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import _amp, _checks, _triton
-from ._conv_large import LargeConvolution2d
-from ._conv_small import SMALL_COLUMNS, SmallConvolution2d
-from ._conv_time import TimeDelayConvolution
+from . import _amp, _autograd, _checks, _triton
+from ._conv_large import large_backward, large_forward
+from ._conv_small import SMALL_COLUMNS, small_backward, small_forward
 from .sizes import output_size
+
+
+def strategy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int, out_size) -> str:
+    """"small", "large" or "triton": which implementation convolves ``x`` with ``weight``."""
+    if _triton.wanted(x, "conv") and x.dtype != torch.float64 and (bias is None or bias.dim() == 1):
+        return "triton"
+    n_cols = x.shape[0] * out_size[0] * out_size[1] * weight.shape[1] * groups * weight.shape[2] * weight.shape[3]
+    return "small" if n_cols < SMALL_COLUMNS else "large"
+
+
+def _triton_pair():
+    from ._triton_conv import triton_backward, triton_forward
+
+    return triton_forward, triton_backward
+
+
+PAIRS = {"small": lambda: (small_forward, small_backward), "large": lambda: (large_forward, large_backward),
+         "triton": _triton_pair}
+
+
+def conv2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), pad_value=0.0, groups=1):
+    """z = w * a + b (the lecture's convolution) for ``x`` (N, C, H, W) and ``weight``
+    (D, C/groups, kh, kw); ``stride`` and ``padding`` are pairs.  Returns (z, saved)."""
+    out_size = (output_size(x.shape[2], weight.shape[2], stride[0], padding[0]),
+                output_size(x.shape[3], weight.shape[3], stride[1], padding[1]))
+    kind = strategy(x, weight, bias, groups, out_size)
+    out, saved = PAIRS[kind]()[0](x, weight, bias, stride, padding, pad_value, groups)
+    return out, (kind, *saved)
+
+
+def conv2d_backward(grad_out, saved, needs=(True, True, True)):
+    """(dL/da, dL/dw, dL/db): the correlations of dL/dz with the kernel and with the input
+    (None where ``needs`` says a gradient is not wanted, and for an absent bias)."""
+    return PAIRS[saved[0]]()[1](grad_out, saved[1:], needs)
+
+
+def conv1d_forward(x, weight, bias, stride=1, padding=0, pad_value=0.0, groups=1):
+    """The time-delay layer: ``x`` (N, C, T), ``weight`` (D, C/groups, K), bias (D,) or (D, T_out)."""
+    if bias is not None and bias.dim() == 2:
+        bias = bias.unsqueeze(1)
+    out, saved = conv2d_forward(x.unsqueeze(2), weight.unsqueeze(2), bias, (1, stride), (0, padding),
+                                pad_value, groups)
+    return out.squeeze(2), saved
+
+
+def conv1d_backward(grad_out, saved, needs=(True, True, True)):
+    grad_x, grad_w, grad_b = conv2d_backward(grad_out.unsqueeze(2), saved, needs)
+    return (None if grad_x is None else grad_x.squeeze(2), None if grad_w is None else grad_w.squeeze(2),
+            grad_b if grad_b is None or grad_b.dim() == 1 else grad_b.squeeze(1))
+
+
+Convolution2d = _autograd.function("Convolution2d", conv2d_forward, conv2d_backward, 3)
+Convolution1d = _autograd.function("Convolution1d", conv1d_forward, conv1d_backward, 3)
 
 
 def conv2d(
@@ -45,7 +102,7 @@ def conv2d(
     pad_value: float = 0.0,
     groups: int = 1,
 ) -> torch.Tensor:
-    """2-D convolution (kernel flipped, as in the lecture) of ``x`` (N, C, H, W).
+    """2-D convolution (kernel flipped, as in the lecture) of ``x`` (N, C, H, W), under autograd.
 
     ``weight`` is (D, C / groups, kh, kw).  ``bias`` is one per output map, (D,), or one
     per output unit, (D, H_out, W_out) as in LeCun et al. 1989.  ``padding`` frames the
@@ -61,24 +118,7 @@ def conv2d(
     _checks.window_fits(padded, tuple(weight.shape[2:]), "padded input", "kernel")
     out_size = tuple(output_size(p, k, s) for p, k, s in zip(padded, weight.shape[2:], stride, strict=True))
     _check_bias(bias, weight.shape[0], out_size)
-    n_cols = x.shape[0] * out_size[0] * out_size[1] * weight.shape[1] * groups * weight.shape[2] * weight.shape[3]
-    impl = SmallConvolution2d if n_cols < SMALL_COLUMNS else LargeConvolution2d
-    if _triton.wanted(x, "conv") and x.dtype != torch.float64 and (bias is None or bias.dim() == 1):
-        from ._triton_conv import TritonConvolution2d
-
-        impl = TritonConvolution2d
-    return _apply(impl, x, weight, bias, stride, padding, float(pad_value), groups)
-
-
-def _apply(impl, x, weight, bias, *geometry):
-    low = _amp.autocast_dtype(x)
-    if low is None:
-        return impl.apply(x, weight, bias, *geometry)
-    # Under autocast: the whole convolution in the lower precision, as cuDNN's (see _amp).
-    x, weight = x.to(low), weight.to(low)
-    bias = None if bias is None else bias.to(low)
-    with _amp.no_autocast(x):
-        return impl.apply(x, weight, bias, *geometry)
+    return _apply(Convolution2d, x, weight, bias, stride, padding, float(pad_value), groups)
 
 
 def conv1d(
@@ -93,20 +133,9 @@ def conv1d(
 ) -> torch.Tensor:
     """1-D convolution over time of ``x`` (N, C, T): the TDNN's time-delay layer.
 
-    ``bias`` is (D,) or, one per output unit, (D, T_out).  One group runs the time-delay
-    path (``_conv_time``, made for on-line learning); grouped or very large ones run the
-    2-D Function on a height-one image.
+    ``bias`` is (D,) or, one per output unit, (D, T_out).
     """
     stride, padding = int(stride), int(padding)
-    if groups == 1 and x.dim() == 3 and weight.dim() == 3:
-        # On-line learning calls this ~10^5 times: one test of the common case, and the
-        # checks that name what is wrong only when it fails.
-        n, c, t = x.shape
-        d, cw, k = weight.shape
-        t_out = (t + 2 * padding - k) // stride + 1 if stride > 0 else 0
-        if (cw == c and padding >= 0 and t_out > 0 and n * t * c * k < SMALL_COLUMNS
-                and (bias is None or bias.shape in ((d,), (d, t_out)))):
-            return _apply(TimeDelayConvolution, x, weight, bias, stride, padding, float(pad_value))
     _checks.rank(x, 3, "input", "N, C, T")
     _checks.rank(weight, 3, "weight", "D, C/groups, K")
     _checks.positive((stride,), "stride")
@@ -114,13 +143,18 @@ def conv1d(
     _check_groups(x.shape[1], weight, groups)
     _checks.window_fits((x.shape[2] + 2 * padding,), tuple(weight.shape[2:]), "padded input", "kernel")
     _check_bias(bias, weight.shape[0], (output_size(x.shape[2], weight.shape[2], stride, padding),))
-    if bias is not None and bias.dim() == 2:
-        bias = bias.unsqueeze(1)
-    out = conv2d(  # grouped, very large, or wrong: the 2-D path and its checks
-        x.unsqueeze(2), weight.unsqueeze(2), bias,
-        stride=(1, stride), padding=(0, padding), pad_value=pad_value, groups=groups,
-    )
-    return out.squeeze(2)
+    return _apply(Convolution1d, x, weight, bias, stride, padding, float(pad_value), groups)
+
+
+def _apply(function, x, weight, bias, *geometry):
+    low = _amp.autocast_dtype(x)
+    if low is None:
+        return function.apply(x, weight, bias, *geometry)
+    # Under autocast: the whole convolution in the lower precision, as cuDNN's (see _amp).
+    x, weight = x.to(low), weight.to(low)
+    bias = None if bias is None else bias.to(low)
+    with _amp.no_autocast(x):
+        return function.apply(x, weight, bias, *geometry)
 
 
 def _check_groups(channels: int, weight: torch.Tensor, groups: int) -> None:

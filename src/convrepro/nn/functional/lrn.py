@@ -11,9 +11,8 @@ forward, as in PyTorch.
 from __future__ import annotations
 
 import torch
-from torch.autograd import Function
 
-from . import _amp
+from . import _amp, _autograd
 
 
 def _channel_window_sum(t: torch.Tensor, before: int, after: int) -> torch.Tensor:
@@ -27,26 +26,24 @@ def _channel_window_sum(t: torch.Tensor, before: int, after: int) -> torch.Tenso
     return s
 
 
-class LocalResponseNormalisation(Function):
-    @staticmethod
-    def forward(ctx, x, size, alpha, beta, k):
-        before, after = size // 2, (size - 1) // 2
-        scale = _channel_window_sum(x * x, before, after).mul_(alpha).add_(k)
-        out = x * scale.pow(-beta)
-        ctx.save_for_backward(x, out, scale)
-        ctx.params = (size, alpha, beta)
-        return out
+def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
+    """(b, saved) for ``x`` (N, C, ...): each map divided by its neighbours' energy."""
+    before, after = size // 2, (size - 1) // 2
+    scale = _channel_window_sum(x * x, before, after).mul_(alpha).add_(k)
+    out = x * scale.pow(-beta)
+    return out, (x, out, scale, (size, alpha, beta))
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, out, scale = ctx.saved_tensors
-        size, alpha, beta = ctx.params
-        # d b_i / d a_j = delta_ij s_i^-beta - 2 alpha beta a_i a_j s_i^(-beta-1) [j in W(i)].
-        # Summing over i needs the transposed window: j in W(i) <=> i in W^T(j).
-        t = grad_out * out / scale
-        back = _channel_window_sum(t, (size - 1) // 2, size // 2)
-        grad_x = grad_out * scale.pow(-beta) - (2.0 * alpha * beta) * x * back
-        return grad_x, None, None, None, None
+
+def lrn_backward(grad_out, saved, needs=(True,)):
+    """(dL/da,), with d b_i / d a_j = delta_ij s_i^-beta - 2 alpha beta a_i a_j s_i^(-beta-1) [j in W(i)]."""
+    x, out, scale, (size, alpha, beta) = saved
+    # Summing over i needs the transposed window: j in W(i) <=> i in W^T(j).
+    t = grad_out * out / scale
+    back = _channel_window_sum(t, (size - 1) // 2, size // 2)
+    return (grad_out * scale.pow(-beta) - (2.0 * alpha * beta) * x * back,)
+
+
+LocalResponseNormalisation = _autograd.function("LocalResponseNormalisation", lrn_forward, lrn_backward, 1)
 
 
 def local_response_norm(
