@@ -154,7 +154,7 @@ def test_artifacts_config_hydra_plots_checkpoint(tiny_run):
     ("data.num_workers=-1", "data.num_workers=-1 is not allowed: expected an integer >= 0 (or null for the default)"),
     ("data.eval_batch_size=0", "data.eval_batch_size=0 is not allowed: expected a positive integer"),
     ("training.matmul_precision=low", "training.matmul_precision='low' is not allowed: choose one of highest, high"),
-    ("training.online_step=fast", "training.online_step='fast' is not allowed: choose one of written_out, autograd"),
+    ("training.online_step=fast", "training.online_step='fast' is not allowed: choose one of pairs, autograd"),
     ("training.checkpoint_min_interval_s=-1", "training.checkpoint_min_interval_s=-1 is not allowed: expected a "
                                               "number >= 0"),
     ("+trainer.max_epoch=1", "trainer.max_epoch is not an argument of Lightning's Trainer: did you mean "

@@ -153,17 +153,31 @@ def test_summary_takes_experiment_names_and_names_the_ones_that_exist(tmp_path, 
     ("model.init={_target_:os.system,_args_:[id]}", "names code for Hydra to call"),
     ("hydra/launcher=basic", "changes Hydra itself"),
     ("hydra.job.chdir=true", "changes Hydra itself"),
-    ("+brand.new_key=1", "sets a key the project's config does not have"),
+    ("+optim@hydra.callbacks.evil=sgd", "changes Hydra itself"),  # a package override reaching Hydra
+    ("+optim@evil=sgd", "adds a key (+ or ++)"),
+    ("optim@model=sgd", "moves a config to another package (@)"),
+    ("+brand.new_key=1", "adds a key (+ or ++)"),
+    ("++optim.lr=0.1", "adds a key (+ or ++)"),
     ("~seed", "deletes a key"),
     ("optim.lr='${oc.env:MLFLOW_TRACKING_PASSWORD}'", "holds an interpolation"),
+    (r"logger.experiment_name=$\{oc.env:SECRET_TOKEN\}", "holds an interpolation"),  # escaped: still refused
+    ("logger.tracking_uri=http://127.0.0.1:9", "sets where the run reads or writes"),  # credentials elsewhere
+    ("paths.output_dir=/tmp/x", "sets where the run reads or writes"),
+    ("experiment=../../../store/mlartifacts/1/abc/artifacts/cfg_notes", "chooses no file of conf/experiment/"),
+    ("optim=../../x", "chooses no file of conf/optim/"),
+    ("training=1", "replaces a whole config section"),
+    ("brand_new=1", "sets a key the project's config does not have"),
+    ("seed=1,2", "is a sweep"),
+    ("optim.lr=[a,{b:1}]", "not a plain number, string, bool or list"),
 ])
-def test_stored_overrides_that_could_run_code_or_change_hydra_are_refused(override, why):
+def test_stored_overrides_outside_the_allow_list_are_refused(override, why):
     from convrepro.errors import ConfigError
     from convrepro.rerun import checked_overrides
 
     with pytest.raises(ConfigError, match=re.escape(why)):
         checked_overrides(["experiment=lecun1989", override], "abc")
-    fine = ["experiment=lecun1989", "optim=sdlm", "seed=3", "trainer.max_epochs=2", "++optim.lr=0.1"]
+    fine = ["experiment=lecun1989", "optim=sdlm", "seed=3", "trainer.max_epochs=2", "optim.lr=0.1",
+            "data.train_subset=1000", "model.h2_table=[[0,1],[2]]"]
     assert checked_overrides(fine, "abc") == fine
 
 
@@ -172,30 +186,48 @@ def test_a_tampered_config_artifact_restores_only_plain_values_of_existing_keys(
 
     today = composed(["experiment=lecun1989"])
     stored = {"optim": {"lr": 0.25, "_target_": "builtins.exec"}, "seed": "${oc.env:HOME}",
-              "planted": {"_target_": "os.system"}}
+              "planted": {"_target_": "os.system"}, "scheduler": {}}  # an empty section: nothing to restore
     dropped: list[str] = []
-    assert drift_overrides(stored, today, dropped) == ["++optim.lr=0.25"]
+    assert drift_overrides(stored, today, dropped) == ["optim.lr=0.25"]
     assert sorted(dropped) == ["optim._target_ (its stored value names code for Hydra to call)",
                                "planted (not in today's config)", "seed (its stored value holds an interpolation)"]
 
 
-def test_a_rerun_of_a_run_whose_tag_was_edited_runs_nothing(store, tmp_path, capsys):
+@pytest.mark.parametrize("attack", ["callback", "path", "server", "package"])
+def test_a_rerun_of_a_run_whose_tag_was_edited_runs_nothing(store, tmp_path, capsys, attack):
+    """The attacks of a user who can write a shared store's tags and artifacts: a Hydra callback
+    that empties a file, a group choice reaching a YAML planted as an artifact, a tracking URI
+    that would receive the rerunning user's credentials, a package override into Hydra."""
+    import socket
+
     from convrepro.rerun import main as rerun_main
 
     tmp, client, exp = store
     (original,) = [r for r in client.search_runs([exp], "tags.seed = '9'") if "rerun.of" not in r.data.tags]
     run_id, tag = original.info.run_id, original.data.tags["hydra.overrides"]
-    planted = tmp_path / "PWNED"
-    client.set_tag(run_id, "hydra.overrides", f"{tag} ++scheduler.factory._target_=builtins.open "
-                                              f"++scheduler.factory._args_=[{planted},w]")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    planted = tmp_path / "cfg_notes.yaml"
+    planted.write_text(f"hydra:\n  callbacks:\n    evil:\n      _target_: builtins.open\n      _args_: [{victim}, w]\n")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    edited = {"callback": f"++scheduler.factory._target_=builtins.open ++scheduler.factory._args_=[{victim},w]",
+              "path": "experiment=" + os.path.relpath(planted.with_suffix(""), REPO / "conf" / "experiment"),
+              "server": f"logger.tracking_uri=http://127.0.0.1:{listener.getsockname()[1]}",
+              "package": "+optim@hydra.callbacks.evil=sgd"}[attack]
+    client.set_tag(run_id, "hydra.overrides", f"{tag} {edited}")
     try:
         assert rerun_main([run_id, "--uri", f"sqlite:///{tmp / 'mlflow.db'}"]) == 2
     finally:
         client.set_tag(run_id, "hydra.overrides", tag)
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"error: run {run_id} cannot be rerun: its stored override "
-                              "'++scheduler.factory._target_=builtins.open' names code")
-    assert not planted.exists()
+    assert err[-1].startswith(f"error: run {run_id} cannot be rerun: its stored override ")
+    assert victim.read_text() == "precious"
+    with pytest.raises(TimeoutError):  # nothing connected to the host named in the store
+        listener.accept()
+    listener.close()
 
 
 def test_runs_are_pooled_only_with_the_same_configuration_and_a_rerun_counts_once(store, capsys, monkeypatch):

@@ -10,11 +10,16 @@ commit) or a library version differs from the original run's; tags the new run
 
 What the store says is not trusted: anyone who can write a tag or an artifact (a tracking
 server's users) could otherwise make a colleague's rerun call arbitrary Python through
-Hydra's ``_target_``.  The stored overrides and values may only choose the project's config
-groups and set keys its config already has, to plain values: no ``_target_`` (or any
-instantiation key), no ``hydra`` keys, no new or deleted keys, no ``${...}`` interpolation
-(it could read the environment into a logged parameter).  Anything else is refused in one
-line.  Overrides typed on the command line are the user's own and are not restricted.
+Hydra's ``_target_``, read files or the environment, or send the rerun (and the user's
+credentials) to another server.  So the stored overrides and values pass an allow-list,
+each parsed by Hydra's own override parser: a group choice must name a file of that group
+in the project's ``conf/``; a value change must set a key that exists as a leaf of the
+composed config to a literal (number, string, bool, null, or a list of those) -- no
+interpolation in any spelling, no ``+``/``++``/``~``, no ``@package``, nothing under
+``hydra.``, ``logger.`` or ``paths.``, no key holding a ``_target_``.  The rerun composes
+from ``conf/`` alone and writes to the tracking URI the user gave (``--uri``).  Anything
+else is refused in one line, exit 2, nothing run.  Overrides typed on the command line
+are the user's own and are not restricted.
 """
 
 from __future__ import annotations
@@ -39,30 +44,64 @@ from convrepro.tracking.provenance import git_state, library_versions
 from convrepro.tracking.runs import find_run
 from convrepro.tracking.store import add_uri_argument, check
 
-# Not part of what a run computes, or different on every machine.
-_MACHINE_KEYS = ("paths.", "resume", "data.root", "logger.")
+# Not part of what a run computes, or different on every machine: never taken from the store.
+_MACHINE_KEYS = ("paths.", "resume", "data.root", "logger.", "hydra.")
 # Keys through which Hydra's instantiate calls code.
 _CODE_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 
 
-def config_groups() -> set[str]:
-    return {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+def config_groups() -> dict[str, set[str]]:
+    """Each config group of the project's ``conf/`` and the options (file names) it has."""
+    return {p.name: {f.stem for f in p.glob("*.yaml")} for p in CONF_DIR.iterdir() if p.is_dir()}
 
 
-def _unsafe(override: str, key: str) -> str | None:
-    """Why a stored override may not run, or None."""
-    if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+def _literal(value) -> bool:
+    """A plain value: number, string without interpolation, bool, null, or a list of those."""
+    if isinstance(value, list):
+        return all(_literal(v) for v in value)
+    if isinstance(value, str):
+        return "$" not in value and "\\" not in value
+    return value is None or isinstance(value, (bool, int, float))
+
+
+def _refusal(o, groups: dict[str, set[str]], leaves) -> str | None:
+    """Why the parsed override ``o`` may not come from the store, or None.  ``leaves()`` gives
+    the composed config's leaf keys (made only when a value change needs them)."""
+    from hydra.core.override_parser.types import OverrideType
+
+    key, line = o.key_or_group, o.input_line
+    if key == "hydra" or key.startswith(("hydra.", "hydra/")) or "hydra" in (o.package or ""):
         return "changes Hydra itself"
-    if any(word in override for word in _CODE_KEYS):
+    if any(word in line for word in _CODE_KEYS):
         return "names code for Hydra to call"
-    if "${" in override:
+    if "$" in line or "\\" in line:
         return "holds an interpolation"
+    if o.type == OverrideType.DEL:
+        return "deletes a key"
+    if o.type != OverrideType.CHANGE:
+        return "adds a key (+ or ++)"
+    if o.package is not None:
+        return "moves a config to another package (@)"
+    if o.is_sweep_override():
+        return "is a sweep"
+    if key.startswith(_MACHINE_KEYS) or key in ("resume", "paths", "logger"):
+        return "sets where the run reads or writes (paths, logger)"
+    value = o.value()
+    if key in groups:
+        if not isinstance(value, str) or value not in groups[key]:
+            return f"chooses no file of conf/{key}/ (options: {', '.join(sorted(groups[key]))})"
+        return None
+    if not _literal(value):
+        return "sets a value that is not a plain number, string, bool or list"
+    known = leaves()
+    if key not in known:
+        holds = any(k.startswith(key + ".") for k in known)
+        return "replaces a whole config section" if holds else "sets a key the project's config does not have"
     return None
 
 
 def checked_overrides(overrides: list[str], run_id: str) -> list[str]:
-    """The run's stored Hydra overrides, refused (ConfigError) unless each chooses one of the
-    project's config groups or sets a key today's config has."""
+    """The run's stored Hydra overrides, refused (ConfigError) unless each passes ``_refusal``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -71,19 +110,20 @@ def checked_overrides(overrides: list[str], run_id: str) -> list[str]:
     except HydraException as err:
         raise ConfigError(f"run {run_id}'s stored overrides cannot be parsed: {str(err).splitlines()[0]}") from None
     groups = config_groups()
-    choices = [o.input_line for o in parsed if o.key_or_group in groups and not o.is_delete()]
-    keys = None
+    choices = [o.input_line for o in parsed if o.key_or_group in groups and o.type.name == "CHANGE"
+               and isinstance(o.value(), str) and o.value() in groups[o.key_or_group] and o.package is None]
+    known: dict[str, str] = {}
+
+    def leaves() -> dict[str, str]:
+        if not known:
+            known.update(composed(choices))
+        return known
+
     for o in parsed:
-        why = _unsafe(o.input_line, o.key_or_group)
-        if why is None and o.is_delete():
-            why = "deletes a key"
-        if why is None and o.key_or_group not in groups:
-            keys = composed(choices) if keys is None else keys
-            if not any(k == o.key_or_group or k.startswith(o.key_or_group + ".") for k in keys):
-                why = "sets a key the project's config does not have"
+        why = _refusal(o, groups, leaves)
         if why:
             raise ConfigError(f"run {run_id} cannot be rerun: its stored override {o.input_line!r} {why}; "
-                              "reruns take only the project's own config keys (was the tag edited?)")
+                              "reruns take only the project's own config files and keys (was the tag edited?)")
     return overrides
 
 
@@ -111,7 +151,7 @@ def composed(overrides: list[str]) -> dict[str, str]:
 
 
 def value_override(key: str, value) -> str:
-    return f"++{key}={_hydra_value(value)}"
+    return f"{key}={_hydra_value(value)}"
 
 
 def _hydra_value(value) -> str:
@@ -132,9 +172,12 @@ def drift_overrides(stored: dict, today: dict[str, str], dropped: list[str] | No
     """Overrides that put back every stored value today's config files would change.
 
     Not restored, and listed in ``dropped``: keys today's config no longer has (today's code
-    does not read them) and values that name code or interpolate (what a tampered
-    config.yaml would hold; today's value stands)."""
-    out = []
+    does not read them) and values the allow-list refuses (what a tampered config.yaml would
+    hold; today's value stands)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser, groups, out = OverridesParser.create(), config_groups(), []
 
     def walk(node, prefix=""):
         for key, value in node.items():
@@ -142,14 +185,17 @@ def drift_overrides(stored: dict, today: dict[str, str], dropped: list[str] | No
             if dotted.startswith(_MACHINE_KEYS) or dotted == "resume":
                 continue
             mine = {k: v for k, v in today.items() if k == dotted or k.startswith(dotted + ".")}
-            if isinstance(value, dict) and mine:
-                walk(value, dotted + ".")
+            if isinstance(value, dict) and (mine or not value):
+                walk(value, dotted + ".")  # an empty section ({}) has nothing to restore
             elif not mine:
                 if dropped is not None:
                     dropped.append(f"{dotted} (not in today's config)")
             elif flatten(value, dotted + ".") != mine:
                 override = value_override(dotted, value)
-                why = _unsafe(override, dotted)
+                try:
+                    why = _refusal(parser.parse_override(override), groups, lambda: today)
+                except HydraException:
+                    why = "cannot be parsed"
                 if why is None:
                     out.append(override)
                 elif dropped is not None:
