@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from convrepro.errors import ConfigError
+from convrepro.errors import USER_ERRORS, ConfigError
 from convrepro.paths import PROJECT_ROOT
 
 RESOLVERS = {
@@ -59,8 +59,8 @@ def _positive_float(cfg, key):
     v = _get(cfg, key)
     if v is None:
         return
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ConfigError(f"{key}={v!r} is not allowed: expected a number > 0")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+        raise ConfigError(f"{key}={v!r} is not allowed: expected a finite number > 0")
 
 
 def _choice(cfg, key, allowed):
@@ -92,6 +92,7 @@ def validate(cfg: DictConfig) -> None:
     _count(cfg, "data.num_workers", 0)
     _count(cfg, "data.image_size", 1)
     _count(cfg, "data.crop_size", 1)
+    _count(cfg, "data.train_subset", 1)  # 0 or -5 patterns would train on all or on none
     _positive_int(cfg, "training.patterns_per_update", allow_none=True)
     _positive_int(cfg, "training.curvature_patterns")
     _positive_int(cfg, "training.checkpoint_every_n_steps", allow_none=True)
@@ -115,3 +116,58 @@ def validate(cfg: DictConfig) -> None:
     if k is not None and k > _get(cfg, "data.batch_size"):
         raise ConfigError(f"training.patterns_per_update={k} exceeds data.batch_size="
                           f"{_get(cfg, 'data.batch_size')}: a Lightning step must carry whole updates")
+
+
+def check_trainer_keys(trainer_cfg) -> None:
+    """Every ``trainer.*`` key is an argument of Lightning's Trainer (checked before the run
+    exists: the Trainer itself is built later, inside it), with the near key for a typo."""
+    import difflib
+    import inspect
+
+    import pytorch_lightning as pl
+
+    allowed = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+    for key in trainer_cfg:
+        if key not in allowed:
+            near = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f"did you mean trainer.{near[0]}?" if near else "see pytorch_lightning.Trainer's arguments"
+            raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer: {hint}")
+
+
+def instantiate_group(group: str, node):
+    """Build a config group's object; a value its constructor refuses is a config error.
+
+    Hydra wraps whatever the constructor raises; the user should see the constructor's
+    own message (a DataError as it is), prefixed with the group it came from.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, USER_ERRORS):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"{group}: {cause}{_near_key(group, node, str(cause))}") from None
+        raise
+
+
+def _near_key(group: str, node, message: str) -> str:
+    """For 'unexpected keyword argument X': the constructor's nearest argument, as a hint."""
+    import difflib
+    import inspect
+    import re
+
+    match = re.search(r"unexpected keyword argument '(\w+)'", message)
+    if not match or "_target_" not in node:
+        return ""
+    try:
+        from hydra.utils import get_object
+
+        params = sorted(set(inspect.signature(get_object(node._target_)).parameters) - {"self"})
+    except (ImportError, ValueError, TypeError, AttributeError):
+        return ""
+    near = difflib.get_close_matches(match.group(1), params, n=1)
+    return f" (did you mean {group}.{near[0]}?)" if near else ""

@@ -1,7 +1,7 @@
 """``convrepro-train``: compose a Hydra config, train with Lightning, record everything in MLflow.
 
     convrepro-train experiment=lecun1989 optim=sdlm seed=3 trainer.max_epochs=5
-    python -m convrepro.train experiment=lecun1989 -m seed=1,2,3
+    python -m convrepro.train -m experiment=lecun1989 seed=1,2,3
 
 Everything that can be wrong with the command line, the data or the tracking store is
 checked before a run is created; once training starts the run ends FINISHED, FAILED (with
@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from convrepro.config import register_resolvers, validate
+from convrepro.config import check_trainer_keys, instantiate_group, register_resolvers, validate
 from convrepro.data.integrity import rehash
 from convrepro.errors import USER_ERRORS, ConfigError
 from convrepro.paths import CONF_DIR
+from convrepro.training.processes import is_global_zero, leave_process_group
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -42,11 +42,11 @@ def build(cfg: DictConfig):
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.training.matmul_precision)
     rehash(bool(cfg.get("rehash_data", False)))  # the run tags which it did: dataset.verified
-    datamodule = _instantiate("data", cfg.data)
+    datamodule = instantiate_group("data", cfg.data)
     datamodule.prepare_data()
-    model = _instantiate("model", cfg.model)
-    loss = _instantiate("loss", cfg.loss)
-    optimizer = _instantiate("optim", cfg.optim)
+    model = instantiate_group("model", cfg.model)
+    loss = instantiate_group("loss", cfg.loss)
+    optimizer = instantiate_group("optim", cfg.optim)
     try:
         optimizer(model.parameters())  # construct once so that a bad value fails now
     except (ValueError, TypeError) as err:
@@ -63,64 +63,6 @@ def build(cfg: DictConfig):
                           channels_last=bool(cfg.training.get("channels_last", False)),
                           online_step=cfg.training.get("online_step", "pairs"))
     return datamodule, model, task
-
-
-def check_trainer_keys(trainer_cfg) -> None:
-    """Every ``trainer.*`` key is an argument of Lightning's Trainer (checked before the run
-    exists: the Trainer itself is built later, inside it), with the near key for a typo."""
-    import difflib
-    import inspect
-
-    import pytorch_lightning as pl
-
-    allowed = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
-    for key in trainer_cfg:
-        if key not in allowed:
-            near = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f"did you mean trainer.{near[0]}?" if near else "see pytorch_lightning.Trainer's arguments"
-            raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer: {hint}")
-
-
-def _instantiate(group: str, node):
-    """Build a config group's object; a value its constructor refuses is a config error.
-
-    Hydra wraps whatever the constructor raises; the user should see the constructor's
-    own message (a DataError as it is), prefixed with the group it came from.
-    """
-    try:
-        return instantiate(node)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, USER_ERRORS):
-            raise cause from None
-        if isinstance(cause, (ValueError, TypeError)):
-            raise ConfigError(f"{group}: {cause}{_near_key(group, node, str(cause))}") from None
-        raise
-
-
-def _near_key(group: str, node, message: str) -> str:
-    """For 'unexpected keyword argument X': the constructor's nearest argument, as a hint."""
-    import difflib
-    import inspect
-    import re
-
-    match = re.search(r"unexpected keyword argument '(\w+)'", message)
-    if not match or "_target_" not in node:
-        return ""
-    try:
-        from hydra.utils import get_object
-
-        params = sorted(set(inspect.signature(get_object(node._target_)).parameters) - {"self"})
-    except (ImportError, ValueError, TypeError, AttributeError):
-        return ""
-    near = difflib.get_close_matches(match.group(1), params, n=1)
-    return f" (did you mean {group}.{near[0]}?)" if near else ""
-
-
-def is_global_zero() -> bool:
-    """Rank 0 of a DDP job (torchrun sets RANK, SLURM SLURM_PROCID, Lightning's own launcher
-    LOCAL_RANK and NODE_RANK in the processes it starts); a single process is rank 0."""
-    return all(int(os.environ.get(var) or 0) == 0 for var in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"))
 
 
 def make_trainer(cfg: DictConfig, checkpoint_dir: Path, logger=False, output_dir: Path | None = None):
@@ -190,17 +132,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     tracked.client.set_tag(tracked.run_id, "mlflow.note.content", run_note(cfg.name, final, tracked.name, extra))
     print_run_table(cfg.name, final, f"{tracked.name}, run {tracked.run_id}", deviations=extra)
     return final
-
-
-def leave_process_group() -> None:
-    """End this process's part in a DDP job, if it has one.  Lightning destroys the process
-    group at exit only for NCCL; a gloo group (DDP on CPUs) left to the interpreter's
-    shutdown now and then aborts the process after a finished run ("terminate called without
-    an active exception", SIGABRT: its worker threads outlive the objects they use)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -9,8 +9,8 @@ import torch
 
 from convrepro.data.datamodules import USPSDataModule
 from convrepro.models.lecun1989 import ZipCodeNet
-from convrepro.train import leave_process_group
 from convrepro.training.final_evaluation import evaluate
+from convrepro.training.processes import leave_process_group
 
 weights, out = sys.argv[1], sys.argv[2]
 model = ZipCodeNet()
