@@ -469,3 +469,28 @@ def test_an_interrupted_sweep_ends_killed_and_resume_auto_finishes_it_under_the_
     assert sorted(c.data.tags["seed"] for c in children) == ["1", "2"]  # job 1 not run again, job 2 resumed
     assert {c.info.status for c in children} == {"FINISHED"} and again.data.metrics["test/error/n"] == 2
     assert "resumed" in next(c for c in children if c.data.tags["seed"] == "2").data.tags
+
+
+@pytest.mark.parametrize("step", ["pairs", "autograd"])
+@pytest.mark.parametrize("paper", ["lecun1989", "waibel1989"])
+def test_the_faithful_runs_train_through_the_layers_backward_functions(tmp_path, paper, step):
+    """Every pattern of a faithful pass goes back through each convolution layer's own backward
+    (conv2d_backward for LeCun's H1 and H2, conv1d_backward for the TDNN's two time-delay
+    layers), on the default chained pairs and on the autograd loop alike."""
+    require_data("usps" if paper == "lecun1989" else "speech")
+    counts = tmp_path / "counts.json"
+    subset = ["data.train_subset=60"] if paper == "lecun1989" else []
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "COUNTS": str(counts),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "scripts" / "count_backward.py"),
+                             f"experiment={paper}", "trainer.max_epochs=1", f"training.online_step={step}",
+                             "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/out", *subset],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    calls = json.loads(counts.read_text())
+    patterns = 60 if paper == "lecun1989" else 647  # one pass over the training tokens
+    layer = "conv2d_backward" if paper == "lecun1989" else "conv1d_backward"
+    assert calls.get(layer, 0) >= 2 * patterns, calls  # two convolution layers, every pattern
+    activation = "scaled_tanh_backward" if paper == "lecun1989" else "logistic_backward"
+    assert (calls.get(activation, 0) >= 3 * patterns) == (step == "pairs"), calls  # the pairs chain them too
+
