@@ -330,3 +330,78 @@ def test_buffers_first_made_in_evaluation_take_training_batches():
         augment.centre_batch(x, 11, mean, 1.0)
     out = augment.train_batch(x, 11, mean, lam, p, 0.1, True, 1.0)
     assert not out.is_inference()
+
+
+class _ReadingAhead:
+    """A loader that keeps ``ahead`` batches gathered beyond the one in use."""
+
+    def __init__(self, loader, ahead: int):
+        self.loader, self.ahead = loader, ahead
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        queue = []
+        for batch in self.loader:
+            queue.append(batch)
+            if len(queue) > self.ahead:
+                yield queue.pop(0)
+        yield from queue
+
+
+@pytest.mark.parametrize("ahead", [None, 2, 3])
+def test_reused_batch_buffers_hold_each_batch_until_its_step_has_used_it(tiny, monkeypatch, ahead):
+    """On a CPU the store's batches are gathered into 3 kept uint8 buffers in turn and augmented
+    into 2 kept float32 ones (fresh pages cost more than the copy): safe while the loader reads
+    at most two batches beyond the one in use.  Each step must see exactly the batch made for
+    it -- as Lightning reads (None) and two ahead; three ahead breaks it, and the check says so."""
+    import pytorch_lightning as pl
+
+    from convrepro.data.images.store import StoreSplit
+
+    prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    module = _module(tiny, in_memory=True, batch_size=2)
+    raw, made, pointers, broken = [], [], [], []
+    gather, crop, loader = StoreSplit.__getitems__, augment.train_batch, module.train_dataloader
+
+    def gathered(self, positions):
+        batch = gather(self, positions)
+        raw.append(batch[0].clone())
+        return batch
+
+    def cropped(*args, **kwargs):
+        out = crop(*args, **kwargs)
+        made.append(out.clone())
+        pointers.append(out.data_ptr())
+        return out
+
+    monkeypatch.setattr(StoreSplit, "__getitems__", gathered)
+    monkeypatch.setattr(augment, "train_batch", cropped)
+    if ahead is not None:
+        module.train_dataloader = lambda: _ReadingAhead(loader(), ahead)
+    transform = module.device_transform
+
+    def checked(batch, purpose):  # the raw batch, as the loader made it, when it is cropped
+        broken.extend([] if torch.equal(batch[0], raw[len(made)]) else [f"raw {len(made)}"])
+        return transform(batch, purpose)
+
+    module.device_transform = checked
+
+    class Step(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def training_step(self, batch, batch_idx):
+            broken.extend([] if torch.equal(batch[0], made[-1]) else [f"cropped {batch_idx}"])
+            return (batch[0].mean() * self.w).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(Step(), datamodule=module)
+    assert len(made) >= 10 and len(set(pointers)) == 2  # the two float buffers were reused in turn
+    assert (broken == []) == (ahead != 3), broken

@@ -45,8 +45,9 @@ def _output(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """A float32 batch buffer.  On a CPU, one of two kept per shape, alternately: a fresh
     80 MB batch (227 px, 128 images) is fresh pages, and faulting them in took longer than
     filling them (measured: 1,000 against 3,000+ images/s).  A batch therefore stays valid
-    while the next one is made, not longer -- the training and evaluation loops use each
-    batch before asking for the next.  On a GPU the caching allocator already reuses memory.
+    while the next one is made, not longer: it is made in the step's own batch transfer,
+    just before the step uses it (tested with loaders that read ahead, test_data_store.py).
+    On a GPU the caching allocator already reuses memory.
     """
     if device.type != "cpu":
         return torch.empty(shape, device=device)

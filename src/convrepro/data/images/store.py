@@ -113,7 +113,9 @@ class StoreSplit(Dataset):
     workers: a CPU-only machine), batches are gathered into one of three kept buffers in
     turn: a fresh 25 MB batch is fresh pages, and faulting them in took three times as long
     as the gather (10 against 3 ms at 227 px, batch 128).  A batch therefore stays valid
-    while the next two are read -- Lightning reads one ahead.  A loader worker gathers each
+    while the next two are read: Lightning reads none ahead of the batch in use, and
+    ``tests/test_data_store.py::test_reused_batch_buffers_hold_each_batch_until_its_step_has_used_it``
+    fails for a loader that reads three.  A loader worker gathers each
     batch into new shared memory, which its queue then hands over without a copy (on an
     H100's 16 cores: 10,286 against 9,137 img/s medians with 4 workers, README).
     """
