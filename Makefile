@@ -16,7 +16,7 @@ SEEDS ?= 5
 SEED_LIST = $(shell seq -s, 1 $(SEEDS))
 SERVER_DIR ?= $(abspath mlflow-server)
 
-.PHONY: install test test-all lint bench bench-gpu reproduce-lecun1989 reproduce-waibel1989 reproduce-krizhevsky2012 \
+.PHONY: help install test test-all lint bench bench-results bench-gpu reproduce-lecun1989 reproduce-waibel1989 reproduce-krizhevsky2012 \
 	reproduce-all clean-cache sweep-lecun1989 sweep-waibel1989 sweep-krizhevsky2012 report mlflow-ui mlflow-server clean
 
 install: $(STAMP)
@@ -40,12 +40,17 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/layers.py
-	$(PY) benchmarks/layers.py --competing 1
 	$(PY) benchmarks/online.py --full-run
 	$(PY) benchmarks/alexnet.py --size 128 --batch 64
+	$(PY) benchmarks/alexnet.py --size 227 --batch 32 --repeats 5
 	$(PY) benchmarks/alexnet.py --size 227 --batch 128 --repeats 3
 	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/gpu_kernels.py --parts
+	$(PY) benchmarks/results_md.py
+
+# benchmarks/RESULTS.md from benchmarks/results/*.json (generated, never edited by hand).
+bench-results: install
+	$(PY) benchmarks/results_md.py
 
 # AlexNet on one CUDA GPU (a few minutes): precisions, layers, input pipeline, one epoch.
 bench-gpu: install
