@@ -135,15 +135,18 @@ def task_loop_ms(model, x, targets, loss) -> float:
 
 
 def pairs_ms(model, optimizer, x, targets, loss) -> float:
-    """The task's default on-line step (``ClassifierTask._per_pattern_updates`` with the chained pairs)."""
+    """The task's default on-line step (``ClassifierTask._per_pattern_updates`` with the chained
+    pairs: each pattern's gradients and update, the batch's losses at its end)."""
     chain, update = online_step(model), update_rule(optimizer, list(model.parameters()))
     start = time.perf_counter()
     with torch.no_grad():
-        for i in range(len(x)):
-            t = targets[i : i + 1]
-            out, grads = chain.gradients(x[i : i + 1], lambda o, t=t: loss.gradient(o, t))
-            loss.against(out, t)
-            update(grads)
+        for first in range(0, len(x), 256):  # the task's loader batches
+            outs = []
+            for pattern, target in zip(x[first : first + 256].split(1), targets[first : first + 256].split(1), strict=True):
+                out, grads = chain.gradients(pattern, lambda o, t=target: loss.gradient(o, t))
+                update(grads)
+                outs.append(out)
+            loss.per_pattern(torch.cat(outs), targets[first : first + 256])
     return (time.perf_counter() - start) / len(x) * 1e3
 
 

@@ -1,4 +1,4 @@
-"""Pooling modules over the hand-written functions (lecture 9, "Max Pooling")."""
+"""Pooling modules over the hand-written pairs (lecture 9, "Max Pooling", "Other types of pooling")."""
 
 from __future__ import annotations
 
@@ -10,51 +10,53 @@ from .functional.temporal_integration import MODES
 
 
 class _Pool(nn.Module):
+    pool = staticmethod(lf.max_pool2d)
+
     def __init__(self, kernel_size, stride=None):
         super().__init__()
         self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        return self.pool(x, self.kernel_size, self.stride)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}"
 
 
 class MaxPool2d(_Pool):
-    def forward(self, x):
-        return lf.max_pool2d(x, self.kernel_size, self.stride)
+    pool = staticmethod(lf.max_pool2d)
 
 
 class MaxPool1d(_Pool):
-    def forward(self, x):
-        return lf.max_pool1d(x, self.kernel_size, self.stride)
+    pool = staticmethod(lf.max_pool1d)
 
 
 class AvgPool2d(_Pool):
-    def forward(self, x):
-        return lf.avg_pool2d(x, self.kernel_size, self.stride)
+    pool = staticmethod(lf.avg_pool2d)
 
 
 class AvgPool1d(_Pool):
-    def forward(self, x):
-        return lf.avg_pool1d(x, self.kernel_size, self.stride)
+    pool = staticmethod(lf.avg_pool1d)
 
 
 class DecimationPool2d(nn.Module):
     """Keep every ``factor``-th row and column: the lecture's decimation pooling."""
+
+    pool = staticmethod(lf.decimation_pool2d)
 
     def __init__(self, factor):
         super().__init__()
         self.factor = factor
 
     def forward(self, x):
-        return lf.decimation_pool2d(x, self.factor)
+        return self.pool(x, self.factor)
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}"
 
 
 class DecimationPool1d(DecimationPool2d):
-    def forward(self, x):
-        return lf.decimation_pool1d(x, self.factor)
+    pool = staticmethod(lf.decimation_pool1d)
 
 
 class TemporalIntegration(nn.Module):

@@ -19,6 +19,7 @@ class ClassificationLoss:
         if name not in LOSSES:
             raise ValueError(f"loss.name must be one of {LOSSES}, got {name!r}")
         self.name, self.low, self.high, self.num_classes = name, target_low, target_high, num_classes
+        self._scales: dict = {}
 
     def targets(self, labels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         t = torch.full((len(labels), self.num_classes), self.low, dtype=like.dtype, device=like.device)
@@ -40,9 +41,17 @@ class ClassificationLoss:
             return F.mse_loss(outputs, prepared)
         return F.cross_entropy(outputs, prepared)
 
+    def per_pattern(self, outputs: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
+        """Each pattern's MSE (the on-line steps' losses, one op for a loader batch)."""
+        return (outputs - prepared).square().mean(1)
+
     def gradient(self, outputs: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
         """dE/dy of the MSE for one pattern: 2 (y - t) / n (the on-line steps' start of backward)."""
-        return (outputs - prepared) * (2.0 / outputs.numel())
+        scale = self._scales.get((outputs.numel(), outputs.dtype, outputs.device))
+        if scale is None:  # a 0-dim tensor: a Python number would be converted at every pattern
+            scale = self._scales[(outputs.numel(), outputs.dtype, outputs.device)] = torch.tensor(
+                2.0 / outputs.numel(), dtype=outputs.dtype, device=outputs.device)
+        return (outputs - prepared).mul_(scale)
 
     def mse(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """MSE against the targets, whatever the training loss (the paper's second measure)."""

@@ -76,17 +76,18 @@ def update_rule(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]):
                 torch._foreach_add_(params, grads, alpha=-group["lr"])
             return sgd
 
+        states: list = [None]  # the optimizer's state dict, and each parameter's entry in it
+
         @torch.no_grad()
         def momentum(grads):  # PyTorch's SGD: v <- mu v + g, w <- w - lr v (v in its state: checkpoints hold it)
-            buffers = [optimizer.state[p].get("momentum_buffer") for p in params]
-            if any(b is None for b in buffers):
-                buffers = [g.detach().clone() for g in grads]
-                for p, b in zip(params, buffers, strict=True):
-                    optimizer.state[p]["momentum_buffer"] = b
-            else:
-                torch._foreach_mul_(buffers, group["momentum"])
-                torch._foreach_add_(buffers, grads)
-            torch._foreach_add_(params, buffers, alpha=-group["lr"])
+            if states[0] is not optimizer.state:  # (a loaded checkpoint replaces the state dict)
+                states[:] = [optimizer.state, *(optimizer.state[p] for p in params)]
+            state = states[1:]
+            if all(s.get("momentum_buffer") is not None for s in state):
+                torch._foreach_add_(grads, [s["momentum_buffer"] for s in state], alpha=group["momentum"])
+            for s, v in zip(state, grads, strict=True):  # the fresh gradients become the buffers
+                s["momentum_buffer"] = v
+            torch._foreach_add_(params, grads, alpha=-group["lr"])
         return momentum
 
     def generic(grads):  # Adam...: the optimizer's own step
@@ -143,35 +144,40 @@ class TimeDelayOnline:
     after each, the integration over time, the output bias and the logistic output."""
 
     def __init__(self, model: TimeDelayNet):
-        self.model = model
         self.acts = [_ACTIVATIONS[type(a)] for a in (model.act1, model.act2, model.output)]
-        # The paper averaged the gradients of a layer's time-shifted copies (13 and 9 of them).
-        self.copies = model.steps if model.average_shared_gradients else (1, 1)
-        self.geometry = [(_pair(c.stride)[0], _pair(c.padding)[0]) for c in (model.hidden1, model.hidden2)]
+        self.mode = model.integrate.mode
+        # The layers' tensors, fetched once (updates are in place; a loaded checkpoint copies into them).
+        self.layers = [(c.weight, c.bias, _pair(c.stride)[0], _pair(c.padding)[0], c.pad_value)
+                       for c in (model.hidden1, model.hidden2)]
+        self.output_bias = model.output_bias
+        # The paper averaged the gradients of a layer's time-shifted copies (13 and 9 of them);
+        # divided by 0-dim tensors of the weights' dtype (a Python number is converted each time).
+        dtype = model.hidden1.weight.dtype
+        self.copies = [torch.tensor(float(c), dtype=dtype) for c in model.steps] \
+            if model.average_shared_gradients else None
 
     def gradients(self, x: torch.Tensor, dloss) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(output, gradients in ``model.parameters()`` order) for one token ``x`` (1, C, T)."""
-        m, (f1, b1), (f2, b2), (f3, b3) = self.model, *self.acts
-        l1, l2 = m.hidden1, m.hidden2
-        (s1, p1), (s2, p2) = self.geometry
+        (f1, b1), (f2, b2), (f3, b3) = self.acts
+        layer1, layer2 = self.layers
         # forward
-        z1, conv1 = lf.conv1d_forward(x, l1.weight, l1.bias, s1, p1, l1.pad_value)
+        z1, conv1 = lf.conv1d_forward(x, *layer1)
         h1, act1 = f1(z1)
-        z2, conv2 = lf.conv1d_forward(h1, l2.weight, l2.bias, s2, p2, l2.pad_value)
+        z2, conv2 = lf.conv1d_forward(h1, *layer2)
         h2, act2 = f2(z2)
-        o, integration = lf.temporal_integration_forward(h2, m.integrate.mode)
-        y, act3 = f3(o + m.output_bias)
+        o, integration = lf.temporal_integration_forward(h2, self.mode)
+        y, act3 = f3(o + self.output_bias)
         # backward
         (g,) = b3(dloss(y), act3)
-        gb3 = g.sum(0)
+        gb3 = g[0]  # the output bias: one pattern's gradient is its sum over the batch
         (g,) = lf.temporal_integration_backward(g, integration)
         (g,) = b2(g, act2)
         g, gw2, gb2 = lf.conv1d_backward(g, conv2)
         (g,) = b1(g, act1)
         _, gw1, gb1 = lf.conv1d_backward(g, conv1, _NO_INPUT_GRADIENT)
-        c1, c2 = self.copies
-        if c1 != 1:
-            gw1, gb1, gw2, gb2 = gw1 / c1, gb1 / c1, gw2 / c2, gb2 / c2
+        if self.copies:
+            c1, c2 = self.copies
+            gw1.div_(c1), gb1.div_(c1), gw2.div_(c2), gb2.div_(c2)
         return y, [gb3, gw1, gb1, gw2, gb2]
 
 

@@ -220,21 +220,25 @@ class ClassifierTask(pl.LightningModule):
         prepared = self.loss.prepare(y, x)
         chain = self._chained_pairs(x)
         losses, outs = [], []
-        with one_thread(), torch.no_grad() if chain else torch.enable_grad():  # evaluation keeps all threads
-            for i in range(0, len(y), k):
-                target = prepared[i : i + k]
-                if chain:
-                    out, grads = chain.gradients(x[i : i + k], lambda out, t=target: self.loss.gradient(out, t))
-                    loss = self.loss.against(out, target)
-                else:
+        with one_thread():  # evaluation keeps all threads
+            if chain:
+                with torch.no_grad():
+                    for pattern, target in zip(x.split(1), prepared.split(1), strict=True):
+                        out, grads = chain.gradients(pattern, lambda out, t=target: self.loss.gradient(out, t))
+                        update(grads)
+                        outs.append(out)
+                # each pattern's loss from its output before its own update, all at once
+                losses = [self.loss.per_pattern(torch.cat(outs), prepared)]
+            else:
+                for i in range(0, len(y), k):
                     out = self.model(x[i : i + k])
-                    loss = self.loss.against(out, target)
-                    grads = torch.autograd.grad(loss, params)
-                update(grads)
-                losses.append(loss.detach())
-                outs.append(out.detach())
-        self._check_finite(torch.stack(losses), batch_idx)
-        self._accumulate(torch.stack(losses).sum() * k, torch.cat(outs), y)
+                    loss = self.loss.against(out, prepared[i : i + k])
+                    update(torch.autograd.grad(loss, params))
+                    losses.append(loss.detach().view(1))
+                    outs.append(out.detach())
+        losses = torch.cat(losses)
+        self._check_finite(losses, batch_idx)
+        self._accumulate(losses.sum() * k, torch.cat(outs), y)
 
     def _update_rule(self, params):
         opt = self.optimizers()

@@ -6,20 +6,8 @@ lecture's formulas; ``conv2d``, ``max_pool2d``... run the same pairs under autog
 """
 
 from .avg_pool import avg_pool1d, avg_pool2d, avg_pool2d_backward, avg_pool2d_forward
-from .conv import (
-    conv1d,
-    conv1d_backward,
-    conv1d_forward,
-    conv2d,
-    conv2d_backward,
-    conv2d_forward,
-)
-from .decimation_pool import (
-    decimation_pool1d,
-    decimation_pool2d,
-    decimation_pool2d_backward,
-    decimation_pool2d_forward,
-)
+from .conv import conv1d, conv1d_backward, conv1d_forward, conv2d, conv2d_backward, conv2d_forward
+from .decimation_pool import decimation_pool1d, decimation_pool2d, decimation_pool2d_backward, decimation_pool2d_forward
 from .dense import (
     dense_backward,
     dense_forward,
@@ -40,12 +28,3 @@ from .max_pool import (
 from .sizes import output_size
 from .temporal_integration import temporal_integration, temporal_integration_backward, temporal_integration_forward
 
-__all__ = [
-    "avg_pool1d", "avg_pool2d", "avg_pool2d_backward", "avg_pool2d_forward", "conv1d", "conv1d_backward",
-    "conv1d_forward", "conv2d", "conv2d_backward", "conv2d_forward", "decimation_pool1d", "decimation_pool2d",
-    "decimation_pool2d_backward", "decimation_pool2d_forward", "dense_backward", "dense_forward",
-    "local_response_norm", "logistic_backward", "logistic_forward", "lrn_backward", "lrn_forward", "max_pool1d",
-    "max_pool1d_backward", "max_pool1d_forward", "max_pool2d", "max_pool2d_backward", "max_pool2d_forward",
-    "output_size", "scaled_tanh_backward", "scaled_tanh_forward", "temporal_integration",
-    "temporal_integration_backward", "temporal_integration_forward",
-]

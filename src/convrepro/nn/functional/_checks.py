@@ -30,13 +30,26 @@ def non_negative(value: tuple[int, ...], name: str) -> None:
 
 def rank(x: torch.Tensor, expected: int, name: str, layout: str) -> None:
     if x.dim() != expected:
-        raise ValueError(
-            f"{name} must have rank {expected} ({layout}), got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name} must have rank {expected} ({layout}), got shape {tuple(x.shape)}")
 
 
 def window_fits(size: tuple[int, ...], window: tuple[int, ...], what: str, name: str) -> None:
     if any(k > s for k, s in zip(window, size, strict=True)):
-        raise ValueError(
-            f"{name} {window} is larger than the {what} {size}"
-        )
+        raise ValueError(f"{name} {window} is larger than the {what} {size}")
+
+
+def pool_args(x, kernel_size, stride, dims, name):
+    """(kernel, stride) pairs of a pooling window, checked against ``x``."""
+    rank(x, dims, "input", "N, C, H, W" if dims == 4 else "N, C, T")
+    kernel = pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else pair(stride, "stride")
+    positive(kernel, "kernel_size")
+    positive(stride, "stride")
+    window_fits(tuple(x.shape[2:]), kernel, "input", f"{name} window")
+    return kernel, stride
+
+
+def time_kernel(x, kernel_size, stride):
+    """A 1-D window over time as a (1, k) window on a height-one image."""
+    rank(x, 3, "input", "N, C, T")
+    return (1, int(kernel_size)), None if stride is None else (1, int(stride))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
@@ -45,47 +44,12 @@ def bias_gradient(grad_out: torch.Tensor, bias_dim: int) -> torch.Tensor:
     return grad_out.sum(dim=0)
 
 
-# The overlap-add of a column gradient with fewer entries than this is one scatter-add
-# (one call, on one thread); from it, each input position gathers the entries that read it
-# and sums them (three calls, on every thread).  Measured: a single pattern of LeCun's H2
-# (4,800 entries) 9.7 against 10.7 us, the TDNN's first layer 2.7 against 9.2; at batch
-# 64 the TDNN's 23,000 and 40,000 entries 29.5 / 115 against 23.8 / 32.3 us, LeCun H2's
-# 307,000 355 against 223 us.
-SCATTER_BELOW = 1 << 14
-
-
-def readers(index: torch.Tensor, slots: int) -> torch.Tensor:
-    """(R, slots): for each of ``slots`` input positions, the flat positions in ``index``
-    (which names the input position each column entry reads; ``slots`` is the frame) that
-    read it.  R is the most readers any position has; a position with fewer points the rest
-    at ``index.numel()``, one past the entries, where ``overlap_add`` puts a zero."""
-    index = index.reshape(-1)
-    counts = torch.bincount(index, minlength=slots + 1)[:slots]
-    entries = torch.argsort(index, stable=True)
-    position = index[entries]
-    inside = position < slots  # the frame's readers are dropped: its gradient is not wanted
-    entries, position = entries[inside], position[inside]
-    rank = torch.arange(entries.numel(), device=index.device) - (torch.cumsum(counts, 0) - counts)[position]
-    table = torch.full((int(counts.max()) if slots else 0, slots), index.numel(), dtype=torch.int64,
-                       device=index.device)
-    table[rank, position] = entries
-    return table
-
-
-def overlap_add(dcols: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...],
-                readers_of_index: Callable[[], torch.Tensor], framed: bool = True) -> torch.Tensor:
+def overlap_add(dcols: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...], framed: bool = True) -> torch.Tensor:
     """What lands on each input position from the column gradient ``dcols`` (shaped like
-    ``index``, which numbers the positions of an input laid out as ``shape``), summed: a
-    tensor of ``shape``.  The frame's share is dropped (``framed``: whether ``index`` names
-    the frame at all).  ``readers_of_index`` gives ``readers(index, slots)``, cached by the
-    caller."""
-    # (On a GPU always the gather: an accumulating ``put_`` is refused there under
-    # deterministic algorithms, which the runs turn on, and the gather needs no atomics.)
-    if index.numel() < SCATTER_BELOW and dcols.device.type == "cpu":
-        if not framed:  # on-line learning's common case: one allocation, one call
-            return dcols.new_zeros(shape).put_(index, dcols, accumulate=True)
-        slots = math.prod(shape)
-        return dcols.new_zeros(slots + 1).put_(index, dcols, accumulate=True)[:slots].view(shape)
-    table = readers_of_index()
-    entries = torch.cat([dcols.reshape(-1), dcols.new_zeros(1)])
-    return entries.index_select(0, table.view(-1)).view(table.shape).sum(0).view(shape)
+    ``index``, which numbers the positions of an input laid out as ``shape``), summed: one
+    accumulating ``put_``, the transpose of the forward's gather.  The frame's share (slot
+    ``prod(shape)``, where ``framed``) is dropped: the frame is a constant."""
+    if not framed:
+        return dcols.new_zeros(shape).put_(index, dcols, accumulate=True)
+    slots = math.prod(shape)
+    return dcols.new_zeros(slots + 1).put_(index, dcols, accumulate=True)[:slots].view(shape)

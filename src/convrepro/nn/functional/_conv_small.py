@@ -1,30 +1,29 @@
-"""The convolution for small layers (LeCun's H1/H2, the TDNN): one gather, one scatter-add
-(for a batch, a second gather).
+"""The convolution for small layers (LeCun's H1/H2, the TDNN): one gather, one product, one
+scatter-add.
 
 On-line learning runs ~170,000 forward/backward passes of single patterns through these
-layers, where the cost is the number of tensor operations, not arithmetic.  A time-delay
-layer is this convolution on a height-one image.  So the whole
-im2col -- padding with the frame value and the kernel flip included -- is one gather with
-a cached index, and the overlap-add of the input gradient is one accumulating ``put_`` with
-the *same* index -- or, for a batch, a gather with that index turned around (``_columns``):
-reading a receptive field forward and summing the shifted copies backward are each
-other's transposes.
+layers, where the cost is the number of tensor operations, not arithmetic.  So the whole
+im2col -- padding with the frame value and the kernel flip included -- is one ``take`` with
+a cached index, the output one product with the kernel in its own memory layout (one bias
+per map or per unit riding in it), and the overlap-add of the input gradient one
+accumulating ``put_`` with the *same* index: reading a receptive field forward and summing
+the shifted copies backward are each other's transposes.  (On a CPU only: an accumulating
+``put_`` is not deterministic on a GPU, where small layers take ``_conv_large``.)
 
-Column (c, i, j) of a row reads the input at offset (kh-1-i, kw-1-j) of the receptive
-field, so that ``columns @ weight.view(D, -1).T`` is sum_k w[k] a[m - k]: the lecture's
-convolution, with the weight used in its own memory layout (no flipped copy).
+Row (c, i, j) of a pattern's (Cg*kh*kw, Ho*Wo) columns reads the input at offset
+(kh-1-i, kw-1-j) of each receptive field, so that ``weight.view(D, -1) @ columns`` is
+sum_k w[k] a[m - k]: the lecture's convolution, no flipped copy of the kernel.  Inputs,
+outputs and gradients are (N, C, H, W) in row-major order, which ``take`` and ``put_``
+read and write in any memory layout.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 
-from ._amp import accumulator
-from ._columns import bias_gradient, output_from_columns, overlap_add, readers
-from ._gemm import matmul
+from ._columns import overlap_add
 from .sizes import output_size
 
 # Below this many column entries (an 8 MB index) the gather path is used.
@@ -32,70 +31,78 @@ SMALL_COLUMNS = 1 << 20
 
 
 @functools.lru_cache(maxsize=64)
-def gather_index(shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
-                 groups: int, device: torch.device) -> torch.Tensor:
-    """(G, N*Ho*Wo, Cg*kh*kw) positions in the flat channels-last input; the frame reads slot N*H*W*C."""
-    n, c, h, w = shape
+def plan(shape: torch.Size, kernel: torch.Size, stride: tuple, padding: tuple, groups: int, device: torch.device):
+    """(index, output shape, framed) for an input of ``shape`` (N, C, H, W) or (N, C, T).
+
+    ``index`` gives each column entry's position in the row-major input (entries on the frame
+    read slot N*C*H*W, the frame value): (N, G, Cg*kh*kw, Ho*Wo), or (Cg*kh*kw, Ho*Wo) for
+    one pattern and one group, the columns' own shape."""
+    n, c, *size = shape
+    (h, w), (kh, kw) = (size, kernel[2:]) if len(size) == 2 else ((1, size[0]), (1, kernel[2]))
+    (sh, sw), (ph, pw) = stride, padding
     ho, wo, cg = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw), c // groups
 
-    def axis(values, dim):
+    def axis(size, dim):
         view = [1] * 7
         view[dim] = -1
-        return values.view(view)
+        return torch.arange(size, device=device).view(view)
 
-    a = functools.partial(torch.arange, device=device)
-    g, b, oh, ow = axis(a(groups), 0), axis(a(n), 1), axis(a(ho), 2), axis(a(wo), 3)
-    ch, i, j = axis(a(cg), 4), axis(a(kh), 5), axis(a(kw), 6)
+    b, g, ch, i, j = axis(n, 0), axis(groups, 1), axis(cg, 2), axis(kh, 3), axis(kw, 4)
+    oh, ow = axis(ho, 5), axis(wo, 6)
     row = oh * sh + (kh - 1 - i) - ph  # the flip: kernel tap i meets input offset kh-1-i
     col = ow * sw + (kw - 1 - j) - pw
     inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
-    flat = ((b * h + row) * w + col) * c + g * cg + ch
-    index = torch.where(inside, flat, n * h * w * c)
-    return index.reshape(groups, n * ho * wo, cg * kh * kw).contiguous()
-
-
-@functools.lru_cache(maxsize=64)
-def readers_index(shape: tuple[int, int, int, int], kh: int, kw: int, sh: int, sw: int, ph: int, pw: int,
-                  groups: int, device: torch.device) -> torch.Tensor:
-    """``gather_index`` turned around: for each input position, the column entries that read it."""
-    return readers(gather_index(shape, kh, kw, sh, sw, ph, pw, groups, device), math.prod(shape))
+    flat = ((b * c + g * cg + ch) * h + row) * w + col
+    index = torch.where(inside, flat, n * c * h * w).reshape(n, groups, cg * kh * kw, ho * wo)
+    index = index[0, 0] if n == 1 and groups == 1 else index
+    out = (n, kernel[0], ho, wo) if len(size) == 2 else (n, kernel[0], wo)
+    return index.contiguous(), out, bool(ph or pw)
 
 
 def small_forward(x, weight, bias, stride, padding, pad_value, groups):
-    """z = columns @ kernel + bias, the columns one gather of the framed input."""
-    n, c, h, w = x.shape
-    d, cg, kh, kw = weight.shape
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
-    index = gather_index((n, c, h, w), kh, kw, sh, sw, ph, pw, groups, x.device)
-    source = x.permute(0, 2, 3, 1).reshape(-1)
-    if ph or pw:  # the frame's value, read at slot N*H*W*C
-        source = torch.cat([source, x.new_full((1,), pad_value)])
-    cols = source.index_select(0, index.view(-1)).view(index.shape)  # (G, M, Cg*kh*kw)
-    kernel = weight.view(groups, d // groups, cg * kh * kw)
-    out = output_from_columns(cols, kernel.transpose(1, 2), bias, n, ho, wo)
+    """z = kernel @ columns + bias, the columns one gather of the framed input.  ``x`` is
+    (N, C, H, W), or (N, C, T) for a time-delay layer (a height-one image: stride and
+    padding are then (1, s) and (0, p))."""
+    index, out_shape, framed = plan(x.shape, weight.shape, stride, padding, groups, x.device)
+    source = torch.cat([x.reshape(-1), x.new_full((1,), pad_value)]) if framed else x
+    cols = torch.take(source, index)
+    d = out_shape[1]
+    if index.dim() == 2:  # one pattern, one group (on-line learning): one product, the bias inside it
+        kernel = weight.view(d, -1)
+        out = torch.mm(kernel, cols) if bias is None else torch.addmm(bias.view(d, -1), kernel, cols)
+    else:
+        kernel = weight.view(groups, d // groups, -1)
+        out = torch.matmul(kernel, cols).view(out_shape[0], d, -1)
+        if bias is not None:
+            out += bias.view(d, -1)
     bias_dim = 0 if bias is None else bias.dim()
-    return out, (cols, kernel, index, (x.shape, weight.shape, groups, bias_dim, (kh, kw, sh, sw, ph, pw)))
+    return out.view(out_shape), (cols, kernel, index, (x.shape, weight.shape, groups, bias_dim, framed))
 
 
 def small_backward(grad_out, saved, needs):
     """(dL/dx, dL/dw, dL/db): the two correlations as products with the columns' transposes."""
-    cols, kernel, index, ((n, c, h, w), wshape, groups, bias_dim, window) = saved
-    d = wshape[0]
-    ho, wo = grad_out.shape[-2:]
-    g = grad_out.permute(0, 2, 3, 1).reshape(n * ho * wo, groups, d // groups).transpose(0, 1)
+    cols, kernel, index, (shape, wshape, groups, bias_dim, framed) = saved
+    d = grad_out.shape[1]
     grad_x = grad_w = grad_b = None
-    if needs[0]:
-        # Correlation with the kernel: send dL/dz back through each receptive field,
-        # then sum what lands on each input position (the frame's share is dropped).
-        dcols = matmul(g[0], kernel[0]) if groups == 1 else torch.bmm(g, kernel)
-        acc = accumulator(grad_out.dtype)
-        grad_x = overlap_add(dcols.to(acc), index, (n, h, w, c),
-                             lambda: readers_index((n, c, h, w), *window, groups, grad_out.device))
-        grad_x = grad_x.permute(0, 3, 1, 2).to(grad_out.dtype)
-    if needs[1]:
-        # Correlation of dL/dz with the input: already in the weight's own layout.
-        grad_w = (matmul(g[0].t(), cols[0]) if groups == 1 else torch.bmm(g.transpose(1, 2), cols)).view(wshape)
-    if len(needs) > 2 and needs[2] and bias_dim:
-        grad_b = bias_gradient(grad_out, bias_dim)
+    if index.dim() == 2:
+        g = grad_out.reshape(d, -1)
+        dcols = torch.mm(kernel.t(), g) if needs[0] else None
+        if needs[1]:
+            grad_w = torch.mm(g, cols.t()).view(wshape)
+        if len(needs) > 2 and needs[2] and bias_dim:
+            grad_b = g.sum(1) if bias_dim == 1 else g.view(d, *grad_out.shape[2:])
+    else:
+        g = grad_out.reshape(grad_out.shape[0], groups, d // groups, -1)
+        dcols = torch.matmul(kernel.transpose(1, 2), g) if needs[0] else None
+        if needs[1]:
+            grad_w = torch.matmul(g, cols.transpose(2, 3)).sum(0).view(wshape)
+        if len(needs) > 2 and needs[2] and bias_dim:
+            grad_b = g.sum(dim=(0, 3)).view(d) if bias_dim == 1 else grad_out.sum(0)
+    if dcols is not None:
+        # Correlation with the kernel: dL/dz sent back through each receptive field, then
+        # what lands on each input position summed (the frame's share is dropped).
+        if grad_out.dtype in (torch.float16, torch.bfloat16):  # the overlapping sums in float32
+            grad_x = overlap_add(dcols.float(), index, shape, framed).to(grad_out.dtype)
+        else:
+            grad_x = overlap_add(dcols, index, shape, framed)
     return grad_x, grad_w, grad_b

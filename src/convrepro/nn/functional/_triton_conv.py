@@ -283,7 +283,7 @@ def _weight_gradient_of(grad_out, x, shape, stride, padding, pad_value, groups, 
 def _weight_gradient_by_columns(grad_out, x, shape, stride, padding, pad_value, groups):
     """The tensor-op path's weight gradient: the framed input's columns times the output gradient."""
     xp = _padded_channels_last(x, *padding, pad_value)
-    return gradients((False, True, False), grad_out, xp, None, None,
+    return gradients((False, True, False), grad_out, xp, None,
                           (x.shape, shape, stride, padding, groups, False))[1]
 
 
@@ -327,7 +327,7 @@ def triton_backward(grad_out, saved, needs):
     if needs[0] and tuple(stride) == (1, 1):
         grad_x = _input_gradient_of(grad_out, weight, shape, padding, groups, precision)
     elif needs[0]:  # a strided layer: the tensor-op path's overlap-add
-        grad_x = gradients((True, False, False), grad_out, None, _kernel_matrix(weight, groups), None,
+        grad_x = gradients((True, False, False), grad_out, None, _kernel_matrix(weight, groups),
                            (shape, (d, cg, kh, kw), stride, padding, groups, bias_dim))[0]
     path = _weight_gradient_path(x, cg) if needs[1] else None
     if path == "columns":

@@ -17,8 +17,9 @@ Correlation"):
 Both are evaluated as matrix products over receptive fields ("columns").  The pair
 ``conv2d_forward(x, weight, bias, stride, padding, pad_value, groups) -> (z, saved)`` /
 ``conv2d_backward(dL/dz, saved, needs) -> (dL/da, dL/dw, dL/db)`` picks one of two CPU
-strategies, whose costs differ: ``_conv_small`` (one gather and one scatter-add with a
-cached index, for the 1989 networks, whose cost is the number of operations) and
+strategies, whose costs differ: ``_conv_small`` (one gather, one product and one
+scatter-add with a cached index, for the 1989 networks, whose cost is the number of
+operations) and
 ``_conv_large`` (strided copies and one GEMM per group, for AlexNet, whose cost is memory
 traffic and arithmetic); on CUDA with Triton, ``_triton_conv`` (forward and both gradients
 as kernels that build the columns tile by tile and never store them; see ``_triton``).
@@ -30,6 +31,9 @@ the pairs themselves.
 """
 
 from __future__ import annotations
+
+import math
+import os
 
 import torch
 
@@ -43,47 +47,69 @@ def strategy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g
     """"small", "large" or "triton": which implementation convolves ``x`` with ``weight``."""
     if _triton.wanted(x, "conv") and x.dtype != torch.float64 and (bias is None or bias.dim() == 1):
         return "triton"
-    n_cols = x.shape[0] * out_size[0] * out_size[1] * weight.shape[1] * groups * weight.shape[2] * weight.shape[3]
+    if x.device.type != "cpu":  # the small path's scatter-add is not deterministic there
+        return "large"
+    n_cols = x.shape[0] * math.prod(out_size) * (weight.numel() // weight.shape[0]) * groups
     return "small" if n_cols < SMALL_COLUMNS else "large"
 
 
-def _triton_pair():
-    from ._triton_conv import triton_backward, triton_forward
-
-    return triton_forward, triton_backward
+_KINDS: dict[tuple, str] = {}
 
 
-PAIRS = {"small": lambda: (small_forward, small_backward), "large": lambda: (large_forward, large_backward),
-         "triton": _triton_pair}
+def _kind(x, weight, bias, stride, padding, groups) -> str:
+    """``strategy`` for this geometry, decided once per process (an on-line step asks ~10^5 times)."""
+    key = (x.shape, weight.shape, stride, padding, groups, None if bias is None else bias.dim(), x.device, x.dtype,
+           SMALL_COLUMNS, os.environ.get("CONVREPRO_TRITON"))
+    kind = _KINDS.get(key)
+    if kind is None:
+        out_size = [output_size(*a) for a in zip(x.shape[2:], weight.shape[2:], stride[-x.dim() + 2:],
+                                                 padding[-x.dim() + 2:], strict=True)]
+        kind = _KINDS[key] = strategy(x, weight, bias, groups, out_size)
+    return kind
+
+
+PAIRS = {"small": (small_forward, small_backward), "large": (large_forward, large_backward)}
+
+
+def _pair(kind: str):
+    if kind == "triton" and kind not in PAIRS:  # imported where a kernel runs: Triton is optional
+        from ._triton_conv import triton_backward, triton_forward
+
+        PAIRS["triton"] = (triton_forward, triton_backward)
+    return PAIRS[kind]
 
 
 def conv2d_forward(x, weight, bias, stride=(1, 1), padding=(0, 0), pad_value=0.0, groups=1):
     """z = w * a + b (the lecture's convolution) for ``x`` (N, C, H, W) and ``weight``
     (D, C/groups, kh, kw); ``stride`` and ``padding`` are pairs.  Returns (z, saved)."""
-    out_size = (output_size(x.shape[2], weight.shape[2], stride[0], padding[0]),
-                output_size(x.shape[3], weight.shape[3], stride[1], padding[1]))
-    kind = strategy(x, weight, bias, groups, out_size)
-    out, saved = PAIRS[kind]()[0](x, weight, bias, stride, padding, pad_value, groups)
+    kind = _kind(x, weight, bias, stride, padding, groups)
+    out, saved = _pair(kind)[0](x, weight, bias, stride, padding, pad_value, groups)
     return out, (kind, *saved)
 
 
 def conv2d_backward(grad_out, saved, needs=(True, True, True)):
     """(dL/da, dL/dw, dL/db): the correlations of dL/dz with the kernel and with the input
     (None where ``needs`` says a gradient is not wanted, and for an absent bias)."""
-    return PAIRS[saved[0]]()[1](grad_out, saved[1:], needs)
+    return _pair(saved[0])[1](grad_out, saved[1:], needs)
 
 
 def conv1d_forward(x, weight, bias, stride=1, padding=0, pad_value=0.0, groups=1):
-    """The time-delay layer: ``x`` (N, C, T), ``weight`` (D, C/groups, K), bias (D,) or (D, T_out)."""
+    """The time-delay layer: ``x`` (N, C, T), ``weight`` (D, C/groups, K), bias (D,) or (D, T_out).
+    The small strategy reads it as it is; the others see a height-one image."""
+    if _kind(x, weight, bias, (1, stride), (0, padding), groups) == "small":
+        out, saved = small_forward(x, weight, bias, (1, stride), (0, padding), pad_value, groups)
+        return out, ("small", *saved)
     if bias is not None and bias.dim() == 2:
         bias = bias.unsqueeze(1)
     out, saved = conv2d_forward(x.unsqueeze(2), weight.unsqueeze(2), bias, (1, stride), (0, padding),
                                 pad_value, groups)
-    return out.squeeze(2), saved
+    return out.squeeze(2), ("height-one", *saved)
 
 
 def conv1d_backward(grad_out, saved, needs=(True, True, True)):
-    grad_x, grad_w, grad_b = conv2d_backward(grad_out.unsqueeze(2), saved, needs)
+    if saved[0] == "small":
+        return small_backward(grad_out, saved[1:], needs)
+    grad_x, grad_w, grad_b = conv2d_backward(grad_out.unsqueeze(2), saved[1:], needs)
     return (None if grad_x is None else grad_x.squeeze(2), None if grad_w is None else grad_w.squeeze(2),
             grad_b if grad_b is None or grad_b.dim() == 1 else grad_b.squeeze(1))
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 
 SCALE, SLOPE = 1.7159, 2.0 / 3.0
+# The derivatives' own ATen operators (what autograd runs for tanh and sigmoid), bound once.
+_TANH_BACKWARD, _SIGMOID_BACKWARD = torch.ops.aten.tanh_backward.default, torch.ops.aten.sigmoid_backward.default
 
 
 def dense_forward(x, weight, bias):
@@ -34,7 +36,7 @@ def scaled_tanh_forward(z):
 
 def scaled_tanh_backward(grad_out, saved, needs=(True,)):
     (t,) = saved
-    return (torch.ops.aten.tanh_backward(grad_out, t).mul_(SCALE * SLOPE),)  # g (1 - t^2), ATen's one op
+    return (_TANH_BACKWARD(grad_out, t).mul_(SCALE * SLOPE),)  # g (1 - t^2), ATen's one op
 
 
 def logistic_forward(z):
@@ -44,4 +46,4 @@ def logistic_forward(z):
 
 def logistic_backward(grad_out, saved, needs=(True,)):
     (s,) = saved
-    return (torch.ops.aten.sigmoid_backward(grad_out, s),)  # g (1 - s) s, ATen's one op
+    return (_SIGMOID_BACKWARD(grad_out, s),)  # g (1 - s) s, ATen's one op

@@ -18,7 +18,7 @@ import torch
 
 from . import _autograd, _triton
 from ._amp import accumulator
-from ._pool_args import pool_args, time_kernel
+from ._checks import pool_args, time_kernel
 from .sizes import output_size
 
 

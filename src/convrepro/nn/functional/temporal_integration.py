@@ -40,7 +40,7 @@ def temporal_integration_backward(grad_out, saved, needs=(True,)):
     spread = grad_out.unsqueeze(-1).expand(shape)
     if mode == "sum_sq":
         return (2.0 * saved[2] * spread,)
-    return ((spread / shape[-1]) if mode == "mean" else spread.contiguous(),)
+    return ((spread / shape[-1]) if mode == "mean" else spread,)  # a broadcast view: nothing is copied
 
 
 TemporalIntegration = _autograd.function("TemporalIntegration", temporal_integration_forward,
