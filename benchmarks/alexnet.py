@@ -17,9 +17,7 @@ augmentation is from the passes it cannot avoid (``augmentation_floor``).  Runs 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -83,49 +81,27 @@ def _step_times(model: AlexNet, batch: int, size: int, train: bool, device: torc
         return time.perf_counter() - start
 
 
-@contextlib.contextmanager
-def _onednn(on: bool):
-    """The hand-written layers' large products by oneDNN (on) or torch.mm (CONVREPRO_ONEDNN=0)."""
-    before = os.environ.get("CONVREPRO_ONEDNN")
-    os.environ["CONVREPRO_ONEDNN"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["CONVREPRO_ONEDNN"]
-        else:
-            os.environ["CONVREPRO_ONEDNN"] = before
-
-
 def model_throughput(size: int, batch: int, repeats: int, device: torch.device = CPU,
                      setting: str = "fp32", channels_last: bool = False) -> dict:
     padding = 2 if size % 4 == 0 else 0
-    kinds = {"convrepro": "convrepro", "torch": "torch"}
-    if device.type == "cpu":  # the hand-written net with its products on torch.mm, not oneDNN's (_gemm)
-        kinds["convrepro_mm"] = "convrepro"
-    nets = {kind: AlexNet(num_classes=10, input_size=size, conv1_padding=padding, init="he",
-                          layers=layers).to(device)
-            for kind, layers in kinds.items()}
+    nets = {layers: AlexNet(num_classes=10, input_size=size, conv1_padding=padding, init="he",
+                            layers=layers).to(device)
+            for layers in ("convrepro", "torch")}
     if channels_last:
         for net in nets.values():
             net.to(memory_format=torch.channels_last)
     out = {}
     for mode in ("train", "eval"):
         args = (batch, size, mode == "train", device, setting, channels_last)
-        for kind, net in nets.items():  # warm-up: workspaces, caches, oneDNN/cuDNN primitives
-            with _onednn(kind != "convrepro_mm"):
-                _step_times(net, *args)
+        for net in nets.values():  # warm-up: caches, oneDNN/cuDNN primitives
+            _step_times(net, *args)
         times = {k: [] for k in nets}
         for _ in range(repeats):
             for kind, net in nets.items():
-                with _onednn(kind != "convrepro_mm"):
-                    times[kind].append(_step_times(net, *args))
+                times[kind].append(_step_times(net, *args))
         ours, ref = (batch / statistics.median(times[k]) for k in ("convrepro", "torch"))
         out[mode] = {"hand_written_images_per_second": ours, "torch_nn_images_per_second": ref,
                      "ratio": ours / ref}
-        if "convrepro_mm" in times:  # what oneDNN's products buy in the whole step (kept only if >= 10 %)
-            plain = batch / statistics.median(times["convrepro_mm"])
-            out[mode] |= {"hand_written_torch_mm_images_per_second": plain, "onednn_over_torch_mm": ours / plain}
     return out
 
 
@@ -261,8 +237,7 @@ def main() -> None:
     for mode, r in result["model"].items():
         print(f"AlexNet {args.size}px batch {args.batch} {mode:5s}: hand-written "
               f"{r['hand_written_images_per_second']:7.1f} img/s, torch.nn {r['torch_nn_images_per_second']:7.1f}"
-              f" img/s, ratio {r['ratio']:.2f} (target >= 0.9)"
-              + (f"; oneDNN / torch.mm {r['onednn_over_torch_mm']:.2f}" if "onednn_over_torch_mm" in r else ""))
+              f" img/s, ratio {r['ratio']:.2f} (target >= 0.9)")
     image_size = 256 if args.size == 227 else round(args.size * 256 / 224)
     ensure_store(image_size)
     result["input"] = {source: input_throughput(image_size, args.size, args.batch, args.input_batches, source, device)

@@ -141,8 +141,8 @@ def pairs_ms(model, optimizer, x, targets, loss) -> float:
     start = time.perf_counter()
     with torch.no_grad():
         for first in range(0, len(x), 256):  # the task's loader batches
-            outs = []
-            for pattern, target in zip(x[first : first + 256].split(1), targets[first : first + 256].split(1), strict=True):
+            outs, batch = [], slice(first, first + 256)
+            for pattern, target in zip(x[batch].split(1), targets[batch].split(1), strict=True):
                 out, grads = chain.gradients(pattern, lambda o, t=target: loss.gradient(o, t))
                 update(grads)
                 outs.append(out)

@@ -37,9 +37,8 @@ def test_nn_sources_call_no_pytorch_convolution_pooling_or_lrn():
 
 
 # What PyTorch's own kernels are called when they run (operator names with their
-# namespace).  From oneDNN (``mkldnn::``) only its matrix product may run: the products
-# under the hand-written columns (``_gemm``), never its convolution or pooling.
-FORBIDDEN_OPS = re.compile(r"conv|pool|local_response|cudnn|miopen|mkldnn::(?!_linear_pointwise\b)")
+# namespace): nothing of cuDNN's, MIOpen's or oneDNN's (``mkldnn::``).
+FORBIDDEN_OPS = re.compile(r"conv|pool|local_response|cudnn|miopen|mkldnn")
 
 
 class _Ops(TorchDispatchMode):

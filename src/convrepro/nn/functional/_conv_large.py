@@ -2,9 +2,8 @@
 a few images at a time.
 
 Each of the three sums (output, input gradient, weight gradient) is a matrix product per
-group over receptive fields laid out as columns (one row per output position; ``_gemm``:
-oneDNN's product on a CPU).  The columns are made for a block of images at a time
-(``BLOCK_BYTES``): a block stays in the cache and in memory the allocator hands back each
+group over receptive fields laid out as columns (one row per output position), made for a
+block of images at a time (``BLOCK_BYTES``): a block stays in the cache and in memory the allocator hands back each
 time, where the whole batch's columns (conv2 at batch 32: 224 MB) are fresh pages, each
 faulted in (measured: the five layers' forward + backward 734 against 649 ms at batch 32
 with the whole batch's columns).  Backward makes each block's columns again from the
@@ -16,8 +15,6 @@ from __future__ import annotations
 import torch
 
 from ._amp import accumulator
-from ._columns import bias_gradient, output_from_columns
-from ._gemm import matmul
 from .sizes import output_size
 
 # The columns (and the input gradient's column gradient) are made in blocks of about this size.
@@ -50,6 +47,20 @@ def _columns(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int) 
                 cols[:, :, :, :, i, j, :] = src[:, :, i : i + sh * (ho - 1) + 1 : sh,
                                                 j : j + sw * (wo - 1) + 1 : sw, :]
     return cols.view(groups, n * ho * wo, kh * kw * cg)
+
+
+def _output(cols: torch.Tensor, kmat: torch.Tensor, bias: torch.Tensor | None, n: int, ho: int, wo: int):
+    """z = columns (G, M, K) @ kernel matrix (G, K, Dg) + bias, as (N, D, Ho, Wo) channels-last;
+    one bias per map rides in the product, one per unit (LeCun: (D, Ho, Wo)) is added after."""
+    groups, dg = kmat.shape[0], kmat.shape[2]
+    per_map = bias is not None and bias.dim() == 1
+    out = torch.cat([torch.addmm(bias[k * dg:(k + 1) * dg], cols[k], kmat[k]) if per_map
+                     else torch.mm(cols[k], kmat[k]) for k in range(groups)], dim=1) if groups > 1 else (
+        torch.addmm(bias, cols[0], kmat[0]) if per_map else torch.mm(cols[0], kmat[0]))
+    out = out.view(n, ho, wo, groups * dg)
+    if bias is not None and bias.dim() == 3:
+        out += bias.permute(1, 2, 0)
+    return out.permute(0, 3, 1, 2)
 
 
 def _blocks(n: int, per_image: int, device: torch.device):
@@ -85,7 +96,7 @@ def large_forward(x, weight, bias, stride, padding, pad_value, groups):
     out = x.new_empty(n, ho, wo, d).permute(0, 3, 1, 2)  # channels-last, as each block's output
     for first, last in _blocks(n, ho * wo * kh * kw * c * x.element_size(), x.device):
         cols = _columns(xp[first:last], kh, kw, sh, sw, groups)
-        out[first:last] = output_from_columns(cols, kmat, bias, last - first, ho, wo)
+        out[first:last] = _output(cols, kmat, bias, last - first, ho, wo)
     geometry = (x.shape, weight.shape, stride, padding, groups, 0 if bias is None else bias.dim())
     return out, (xp, kmat, geometry)
 
@@ -120,7 +131,7 @@ def gradients(needs, grad_out, xp, kmat, geometry):
             # Correlation of the output gradient with the input: dL/dw of the flipped kernel.
             cols = _columns(xp[first:last], kh, kw, sh, sw, groups)
             for k in range(groups):
-                dk[k] += matmul(g[k, rows].t(), cols[k])
+                dk[k] += torch.mm(g[k, rows].t(), cols[k])
             del cols
         if needs[0]:
             # Correlation of the output gradient with the kernel: every output position sends
@@ -129,7 +140,7 @@ def gradients(needs, grad_out, xp, kmat, geometry):
             # (the frame is a constant: its gradient is dropped).  Channels-last, so each add
             # moves whole runs of a group's Cg channels.
             for k in range(groups):
-                block = matmul(g[k, rows], kmat[k].t()).view(last - first, ho, wo, kh, kw, cg)
+                block = torch.mm(g[k, rows], kmat[k].t()).view(last - first, ho, wo, kh, kw, cg)
                 into = grad_x[first:last, :, :, k * cg : (k + 1) * cg]
                 for i, j, (r, ys), (q, xs) in taps:
                     # add_, not +=: Python's += on a slice also assigns it back (a copy_ call each)
@@ -142,5 +153,5 @@ def gradients(needs, grad_out, xp, kmat, geometry):
         grad_w = dk.view(groups, dg, kh, kw, cg).permute(0, 1, 4, 2, 3).reshape(d, cg, kh, kw)
         grad_w = grad_w.flip(-2, -1).to(grad_out.dtype)
     if len(needs) > 2 and needs[2] and bias_dim:
-        grad_b = bias_gradient(grad_out, bias_dim)
+        grad_b = grad_out.sum(dim=(0, 2, 3)) if bias_dim == 1 else grad_out.sum(0)
     return grad_x, grad_w, grad_b

@@ -20,10 +20,10 @@ read and write in any memory layout.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
-from ._columns import overlap_add
 from .sizes import output_size
 
 # Below this many column entries (an 8 MB index) the gather path is used.
@@ -106,3 +106,14 @@ def small_backward(grad_out, saved, needs):
         else:
             grad_x = overlap_add(dcols, index, shape, framed)
     return grad_x, grad_w, grad_b
+
+
+def overlap_add(dcols: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...], framed: bool = True) -> torch.Tensor:
+    """What lands on each input position from the column gradient ``dcols`` (shaped like
+    ``index``, which numbers the positions of an input laid out as ``shape``), summed: one
+    accumulating ``put_``, the transpose of the forward's gather.  The frame's share (slot
+    ``prod(shape)``, where ``framed``) is dropped: the frame is a constant."""
+    if not framed:
+        return dcols.new_zeros(shape).put_(index, dcols, accumulate=True)
+    slots = math.prod(shape)
+    return dcols.new_zeros(slots + 1).put_(index, dcols, accumulate=True)[:slots].view(shape)
