@@ -24,8 +24,9 @@ BIAS_KINDS = ("map", "unit", None)
 class _ConvNd(nn.Module):
     spatial_dims: int
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, pad_value,
-                 groups, bias, connection_table, input_size):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 pad_value: float = 0.0, groups: int = 1, bias: str | None = "map", connection_table=None,
+                 input_size=None):
         super().__init__()
         n = self.spatial_dims
         kernel = _as_tuple(kernel_size, n, "kernel_size")
@@ -123,17 +124,14 @@ class _ConvNd(nn.Module):
 
 
 class Conv2d(_ConvNd):
-    spatial_dims = 2
+    """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, pad_value=0.0,
+    groups=1, bias="map", connection_table=None, input_size=None)``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 pad_value: float = 0.0, groups: int = 1, bias: str | None = "map",
-                 connection_table=None, input_size=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, pad_value,
-                         groups, bias, connection_table, input_size)
+    spatial_dims = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return lf.conv2d(x, self.effective_weight(), self.bias, stride=self.stride,
-                        padding=self.padding, pad_value=self.pad_value, groups=self.groups)
+                         padding=self.padding, pad_value=self.pad_value, groups=self.groups)
 
 
 class Conv1d(_ConvNd):
@@ -141,16 +139,10 @@ class Conv1d(_ConvNd):
 
     spatial_dims = 1
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, pad_value: float = 0.0, groups: int = 1,
-                 bias: str | None = "map", connection_table=None, input_size=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, pad_value,
-                         groups, bias, connection_table, input_size)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return lf.conv1d(x, self.effective_weight(), self.bias, stride=self.stride[0]
-                        if isinstance(self.stride, tuple) else self.stride,
-                        padding=self.padding, pad_value=self.pad_value, groups=self.groups)
+        stride, padding = (v[0] if isinstance(v, (tuple, list)) else v for v in (self.stride, self.padding))
+        return lf.conv1d(x, self.effective_weight(), self.bias, stride=stride, padding=padding,
+                         pad_value=self.pad_value, groups=self.groups)
 
 
 def _as_tuple(value, n: int, name: str) -> tuple[int, ...]:

@@ -118,16 +118,8 @@ Convolution2d = _autograd.function("Convolution2d", conv2d_forward, conv2d_backw
 Convolution1d = _autograd.function("Convolution1d", conv1d_forward, conv1d_backward, 3)
 
 
-def conv2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    stride=1,
-    padding=0,
-    pad_value: float = 0.0,
-    groups: int = 1,
-) -> torch.Tensor:
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, stride=1, padding=0,
+           pad_value: float = 0.0, groups: int = 1) -> torch.Tensor:
     """2-D convolution (kernel flipped, as in the lecture) of ``x`` (N, C, H, W), under autograd.
 
     ``weight`` is (D, C / groups, kh, kw).  ``bias`` is one per output map, (D,), or one
@@ -135,40 +127,16 @@ def conv2d(
     input with ``pad_value`` (LeCun frames with -1, the background grey level).
     """
     stride, padding = _checks.pair(stride, "stride"), _checks.pair(padding, "padding")
-    _checks.rank(x, 4, "input", "N, C, H, W")
-    _checks.rank(weight, 4, "weight", "D, C/groups, kh, kw")
-    _checks.positive(stride, "stride")
-    _checks.non_negative(padding, "padding")
-    _check_groups(x.shape[1], weight, groups)
-    padded = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
-    _checks.window_fits(padded, tuple(weight.shape[2:]), "padded input", "kernel")
-    out_size = tuple(output_size(p, k, s) for p, k, s in zip(padded, weight.shape[2:], stride, strict=True))
-    _check_bias(bias, weight.shape[0], out_size)
+    _check(x, weight, bias, stride, padding, groups, "N, C, H, W", "D, C/groups, kh, kw")
     return _apply(Convolution2d, x, weight, bias, stride, padding, float(pad_value), groups)
 
 
-def conv1d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    stride: int = 1,
-    padding: int = 0,
-    pad_value: float = 0.0,
-    groups: int = 1,
-) -> torch.Tensor:
+def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, stride: int = 1,
+           padding: int = 0, pad_value: float = 0.0, groups: int = 1) -> torch.Tensor:
     """1-D convolution over time of ``x`` (N, C, T): the TDNN's time-delay layer.
-
-    ``bias`` is (D,) or, one per output unit, (D, T_out).
-    """
+    ``bias`` is (D,) or, one per output unit, (D, T_out)."""
     stride, padding = int(stride), int(padding)
-    _checks.rank(x, 3, "input", "N, C, T")
-    _checks.rank(weight, 3, "weight", "D, C/groups, K")
-    _checks.positive((stride,), "stride")
-    _checks.non_negative((padding,), "padding")
-    _check_groups(x.shape[1], weight, groups)
-    _checks.window_fits((x.shape[2] + 2 * padding,), tuple(weight.shape[2:]), "padded input", "kernel")
-    _check_bias(bias, weight.shape[0], (output_size(x.shape[2], weight.shape[2], stride, padding),))
+    _check(x, weight, bias, (stride,), (padding,), groups, "N, C, T", "D, C/groups, K")
     return _apply(Convolution1d, x, weight, bias, stride, padding, float(pad_value), groups)
 
 
@@ -183,28 +151,25 @@ def _apply(function, x, weight, bias, *geometry):
         return function.apply(x, weight, bias, *geometry)
 
 
-def _check_groups(channels: int, weight: torch.Tensor, groups: int) -> None:
-    d, cg = weight.shape[:2]
+def _check(x, weight, bias, stride, padding, groups, input_layout, weight_layout) -> None:
+    """One line naming what is wrong, before any index error deep inside a strategy."""
+    dims = len(stride) + 2
+    _checks.rank(x, dims, "input", input_layout)
+    _checks.rank(weight, dims, "weight", weight_layout)
+    _checks.positive(stride, "stride")
+    _checks.non_negative(padding, "padding")
+    channels, (d, cg) = x.shape[1], weight.shape[:2]
     if groups <= 0:
         raise ValueError(f"groups must be positive, got {groups}")
     if channels % groups or d % groups:
-        raise ValueError(
-            f"groups={groups} must divide both the input channels ({channels}) and the "
-            f"output maps ({d})"
-        )
+        raise ValueError(f"groups={groups} must divide both the input channels ({channels}) and the output maps ({d})")
     if cg * groups != channels:
-        raise ValueError(
-            f"weight {tuple(weight.shape)} expects {cg * groups} input channels with "
-            f"groups={groups}, but the input has {channels}"
-        )
-
-
-def _check_bias(bias: torch.Tensor | None, d: int, out_size: tuple[int, ...]) -> None:
-    if bias is None:
-        return
-    per_map, per_unit = (d,), (d, *out_size)
-    if tuple(bias.shape) not in (per_map, per_unit):
-        raise ValueError(
-            f"bias must be one per output map {per_map} or one per output unit {per_unit}, "
-            f"got {tuple(bias.shape)}"
-        )
+        raise ValueError(f"weight {tuple(weight.shape)} expects {cg * groups} input channels with groups={groups}, "
+                         f"but the input has {channels}")
+    padded = tuple(s + 2 * p for s, p in zip(x.shape[2:], padding, strict=True))
+    _checks.window_fits(padded, tuple(weight.shape[2:]), "padded input", "kernel")
+    per_map = (d,)
+    per_unit = (d, *(output_size(p, k, s) for p, k, s in zip(padded, weight.shape[2:], stride, strict=True)))
+    if bias is not None and tuple(bias.shape) not in (per_map, per_unit):
+        raise ValueError(f"bias must be one per output map {per_map} or one per output unit {per_unit}, "
+                         f"got {tuple(bias.shape)}")
