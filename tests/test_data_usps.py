@@ -78,12 +78,24 @@ def test_altered_file_is_reported(usps_dir, tmp_path):
         USPS(folder.parent, "test")
 
 
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_data_root_variable_set_but_empty_is_refused(monkeypatch):
+    monkeypatch.setenv("CONVREPRO_DATA_DIR", "")
+    with pytest.raises(DataError, match="CONVREPRO_DATA_DIR is set but empty"):
+        USPS(split="train")
+
+
 def test_missing_data_root_says_how_to_set_it(tmp_path):
     with pytest.raises(DataError, match="data root .* does not exist. Set CONVREPRO_DATA_DIR"):
         USPS(tmp_path / "nowhere", "train")
 
 
-def test_checksum_is_cached_by_size_and_mtime(usps_dir, tmp_path, monkeypatch):
+def test_checksum_is_cached_by_the_files_stamp(usps_dir, tmp_path, monkeypatch):
     folder = _copy(usps_dir, tmp_path)
     path = folder / "zip.test.gz"
     first = cached_digest(path)
@@ -133,8 +145,8 @@ def test_unreachable_mirror_is_one_clear_error(tmp_path):
         usps_module.download(tmp_path, base_url="http://127.0.0.1:9/")
 
 
-def test_check_hashes_even_a_file_whose_size_and_mtime_did_not_change(usps_dir, tmp_path, monkeypatch, capsys):
-    """An edit that keeps size and mtime fools the cache; `convrepro-data check` must not trust it."""
+def test_an_edit_that_keeps_size_and_mtime_is_hashed_again_and_refused(usps_dir, tmp_path, monkeypatch, capsys):
+    """An edit that keeps size and mtime (touch -r) still changes the ctime: hashed again, refused."""
     from convrepro.cli import data_main
     from convrepro.data import integrity
 
@@ -151,9 +163,25 @@ def test_check_hashes_even_a_file_whose_size_and_mtime_did_not_change(usps_dir, 
     path.write_bytes(bytes(data))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
     integrity.rehash(False)
-    assert integrity.cached_digest(path) != integrity.file_digest(path)  # the cache alone is fooled...
-    assert data_main(["check", "usps", "--root", root]) == 2  # ...check is not
+    # The same size and mtime, but a new ctime (nothing sets it back): the cache is not fooled.
+    assert integrity.cached_digest(path) == integrity.file_digest(path) != _sha256(usps_dir / "zip.train.gz")
+    assert data_main(["check", "usps", "--root", root]) == 2
     assert "zip.train.gz is truncated or altered" in capsys.readouterr().err
+
+
+def test_a_file_swapped_for_another_of_the_same_size_and_mtime_is_hashed_again(tmp_path, monkeypatch):
+    """``mv`` of a prepared twin over the file (a new inode, its mtime copied with touch -r)."""
+    from convrepro.data import integrity
+
+    monkeypatch.setenv("CONVREPRO_CACHE_DIR", str(tmp_path / "cache"))
+    path, twin = tmp_path / "data.bin", tmp_path / "twin.bin"
+    path.write_bytes(b"a" * 4096)
+    first = integrity.cached_digest(path)
+    twin.write_bytes(b"b" * 4096)
+    st = path.stat()
+    os.utime(twin, ns=(st.st_atime_ns, st.st_mtime_ns))
+    twin.replace(path)
+    assert integrity.cached_digest(path) == integrity.file_digest(path) != first
 
 
 def test_runs_record_whether_their_data_was_hashed_or_trusted_from_the_cache(usps_dir, tmp_path, monkeypatch):

@@ -196,10 +196,13 @@ def test_group_signal_mid_pass_with_workers_ends_killed_and_resumes(tmp_path, si
     if signum == signal.SIGTERM:  # stopped at a step boundary: that step's state was kept
         kept = torch.load(tmp_path / "checkpoints" / run.info.run_id / "last.ckpt", weights_only=False)
         assert 0 < kept["global_step"] < 20, kept["global_step"]  # inside the first pass (20 steps)
-        resumed = train(tmp_path, *args, "resume=auto")
+        resumed = train(tmp_path, *args, f"resume={run.info.run_id[:8]}")  # a run id's beginning, as tables show it
         assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"resuming run {run.info.run_id} ({run.info.run_name})" in resumed.stdout
         final = client.get_run(run.info.run_id)
         assert final.info.status == "FINISHED" and "val/error" in final.data.metrics
+        # a finished run carries no error; what stopped it on the way is kept as history
+        assert "error" not in final.data.tags and final.data.tags["error.history"] == "interrupted (SIGTERM)"
 
 
 CTRL_C_AT_THIRD_STEP = """

@@ -130,7 +130,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                       total_seconds=task.elapsed(), checkpoint=checkpoint.path)
     extra = extra_overrides(list(hydra_cfg.overrides.task))
     tracked.client.set_tag(tracked.run_id, "mlflow.note.content", run_note(cfg.name, final, tracked.name, extra))
-    print_run_table(cfg.name, final, f"{tracked.name}, run {tracked.run_id}", deviations=extra)
+    print_run_table(cfg.name, final, f"{tracked.name}, run {tracked.run_id}", deviations=extra,
+                    passes=cfg.trainer.max_epochs)
+    print("next: `make mlflow-ui` for the run's curves and figures, `make report` for every paper beside its runs")
     return final
 
 

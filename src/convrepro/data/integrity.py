@@ -1,13 +1,16 @@
-"""Checksums: verified on first use, then trusted while size and mtime are unchanged.
+"""Checksums: verified on first use, then trusted while the file's stamp is unchanged.
 
-A file can change without changing its size or mtime (an edit followed by ``touch -d``),
-so trusting the cache is recorded: ``verification()`` says whether this process hashed
-every file it verified or took some digests from the cache (runs tag it
-``dataset.verified``), and ``rehash()`` (``convrepro-data check``, the ``rehash_data``
-config key) makes every digest fresh.
+The stamp is what a writer cannot set back: size, mtime_ns, ctime_ns, inode and device.
+A file swapped under the same size and mtime (``touch -r``) still gets a new ctime (the
+kernel sets it on every change, and nothing but the clock sets it), and a file replaced
+by another gets a new inode: either way it is hashed again, and the digest a run records
+is the one of the file it read.  Trusting the cache is recorded all the same:
+``verification()`` says whether this process hashed every file it verified or took some
+digests from the cache (runs tag it ``dataset.verified``), and ``rehash()``
+(``convrepro-data check``, the ``rehash_data`` config key) makes every digest fresh.
 
 Hashing the 1.3 GB of Imagenette on every run would cost more than a LeCun training run,
-so each verified file's (size, mtime_ns, digest) is remembered in the cache directory.
+so each verified file's (stamp, digest) is remembered in the cache directory.
 A run's dataset fingerprint is the SHA-256 over the sorted (name, digest) pairs of its
 files, logged as a tag so that two runs can be compared knowing they saw the same data.
 """
@@ -30,14 +33,14 @@ _COUNTS = {"hashed": 0, "cached": 0}  # digests computed / taken from the cache 
 
 
 def rehash(on: bool = True) -> None:
-    """Hash every file again instead of trusting the (size, mtime) cache."""
+    """Hash every file again instead of trusting the cache."""
     global _REHASH
     _REHASH = on
 
 
 def verification() -> str:
     """``hashed``: every verified file was hashed by this process; ``cached``: some digests came
-    from the cache (files unchanged in size and mtime); ``none``: nothing was verified."""
+    from the cache (files with unchanged stamps); ``none``: nothing was verified."""
     if _COUNTS["cached"]:
         return "cached"
     return "hashed" if _COUNTS["hashed"] else "none"
@@ -63,7 +66,7 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
 
 
 def cached_digest(path: Path, algorithm: str = "sha256") -> str:
-    """The file's digest, computed once per (path, size, mtime)."""
+    """The file's digest, computed once per (path, stamp)."""
     return cached_digests([path], algorithm)[0]
 
 
@@ -73,7 +76,7 @@ def cached_digests(paths: list[Path], algorithm: str = "sha256", progress: str |
     stamps, keys = [], []
     for path in paths:
         st = path.stat()
-        stamps.append([st.st_size, st.st_mtime_ns])
+        stamps.append([st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev])
         keys.append(f"{path.resolve()}|{algorithm}")
     with _LOCK:
         cache = _load()

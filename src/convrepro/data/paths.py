@@ -17,6 +17,10 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
+    if root is None and os.environ.get("CONVREPRO_DATA_DIR", None) == "":
+        raise DataError("CONVREPRO_DATA_DIR is set but empty: set it to the data root (the folder that holds "
+                        "usps/, speech/ and imagenette2-224/), or unset it for the default "
+                        f"{DEFAULT_ROOT}")
     chosen = root or os.environ.get("CONVREPRO_DATA_DIR") or DEFAULT_ROOT
     path = Path(chosen).expanduser().resolve()
     if not path.is_dir():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import yaml
@@ -88,8 +89,9 @@ def judge(metric: PaperMetric, mean: float | None, sd: float | None = None, n: i
 
 
 def print_run_table(experiment: str, metrics: dict[str, float], run_name: str, console: Console | None = None,
-                    deviations: list[str] | tuple = ()):
-    """The paper beside one run; a run with extra overrides is not the recipe and gets no verdict."""
+                    deviations: list[str] | tuple = (), passes: int | None = None):
+    """The paper beside one run; a run with extra overrides is not the recipe and gets no verdict.
+    ``passes``: how many the run made, where the labels name the paper's count."""
     citation, rows = paper_metrics(experiment)
     caption = (f"not the paper's recipe ({' '.join(deviations)}): no verdict" if deviations else
                "tolerance ±2σ√2: σ = the binomial sd of the paper's rate on the patterns it counted "
@@ -102,8 +104,14 @@ def print_run_table(experiment: str, metrics: dict[str, float], run_name: str, c
         judged = Judgement("-", "") if deviations else judge(m, value)
         # the rule's reason is in the caption; a goal keeps its own
         short = judged.rule if judged.rule.startswith("goal") else judged.rule.split(" (")[0]
-        table.add_row(m.label, _cell(m.paper, m.key), _cell(value, m.key), short, judged.verdict)
+        table.add_row(_label(m.label, passes), _cell(m.paper, m.key), _cell(value, m.key), short, judged.verdict)
     (console or Console()).print(table)
+
+
+def _label(label: str, passes: int | None) -> str:
+    """'test error after 23 passes' reads 'after 2 passes (paper: 23)' for a 2-pass run."""
+    return re.sub(r"after (\d+) passes", lambda m: m.group(0) if passes in (None, int(m.group(1)))
+                  else f"after {passes} passes (paper: {m.group(1)})", label)
 
 
 def duration(seconds: float) -> str:

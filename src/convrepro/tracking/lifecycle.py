@@ -122,6 +122,7 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
     stop = StopSignals().__enter__()
     try:
         if resume_id:  # the same run continues: params and counts are already there
+            print(f"resuming run {run_id} ({client.get_run(run_id).info.run_name}) from {resume_ckpt}")
             client.update_run(run_id, "RUNNING")
             client.set_tag(run_id, "resumed", f"from {resume_ckpt}")
         else:
@@ -131,6 +132,8 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
         os.environ[RUN_ID_ENV] = run_id
         yield TrackedRun(name, client, run_id, logger, resume_ckpt)
         status = "FINISHED"
+        if resume_id:  # what stopped it before is history now, not the state of a finished run
+            _quietly(lambda: _keep_error_as_history(client, run_id))
     except BaseException as err:
         signum = _stopped_by(err, stop)
         if signum is None:
@@ -160,3 +163,11 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
             print(f"warning: run {run_id} could not be marked {status} in the tracking store (is its disk full?); "
                   "`convrepro-runs clean` ends it later", file=sys.stderr)
         lock.close()
+
+
+def _keep_error_as_history(client: MlflowClient, run_id: str) -> None:
+    tags = client.get_run(run_id).data.tags
+    if "error" in tags:
+        history = [h for h in (tags.get("error.history", ""), tags["error"]) if h]
+        client.set_tag(run_id, "error.history", " | ".join(history)[:5000])
+        client.delete_tag(run_id, "error")

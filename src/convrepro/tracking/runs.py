@@ -104,12 +104,14 @@ def find_resumable(client: MlflowClient, experiment_id: str, cfg: DictConfig) ->
         if not runs:
             raise ConfigError(f"resume=auto: no unfinished run of this configuration in experiment "
                               f"{cfg.logger.experiment_name}; start it without resume")
-        run = runs[0]
+        # The newest that has a checkpoint: a newer one that died before its first pass does not hide it.
+        kept = [r for r in runs if (checkpoint_dir(r.info.run_id) / "last.ckpt").is_file()]
+        run = kept[0] if kept else runs[0]
     else:
         try:
-            run = client.get_run(str(cfg.resume))
-        except mlflow.exceptions.MlflowException:
-            raise ConfigError(f"resume={cfg.resume}: no such run in the tracking store") from None
+            run = find_run(client, str(cfg.resume))  # a whole id or a unique beginning
+        except TrackingError as err:
+            raise ConfigError(f"resume={cfg.resume}: {err}") from None
         if run.info.status == "FINISHED":
             raise ConfigError(f"resume={cfg.resume}: that run FINISHED; nothing to resume")
         if run.data.tags.get("config.hash") != config_hash(cfg):

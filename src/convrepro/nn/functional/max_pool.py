@@ -56,8 +56,9 @@ def _channels_last(x: torch.Tensor) -> bool:
         memory_format=torch.channels_last)
 
 
-def max_pool2d_forward(x, kernel, stride):
-    """(a, saved) for ``x`` (N, C, H, W) and (kh, kw) windows every (sh, sw)."""
+def max_pool2d_forward(x, kernel, stride, routed: bool = True):
+    """(a, saved) for ``x`` (N, C, H, W) and (kh, kw) windows every (sh, sw); without ``routed``
+    (nothing will go backward) the winners are not looked for and ``saved`` is None."""
     if _triton.wanted(x, "pool"):
         from ._triton_pool import triton_pool_forward
 
@@ -71,8 +72,10 @@ def max_pool2d_forward(x, kernel, stride):
     # Separable: the maximum over a kh x kw window is the maximum over kh rows of the
     # maxima along each row.  First maxima compose: the winning row's own first maximum
     # is the window's first maximum in row-major order (PyTorch's tie rule).
-    row_max, col = _running_max(v, wd, kw, sw, wo, True)
-    out, row = _running_max(row_max, hd, kh, sh, ho, True)
+    row_max, col = _running_max(v, wd, kw, sw, wo, routed)
+    out, row = _running_max(row_max, hd, kh, sh, ho, routed)
+    if not routed:
+        return (out.permute(0, 3, 1, 2) if last else out), None
     # Flat index of each winner in its (H * W) input plane, for the backward's routing.
     along = [1, 1, 1, 1]
     along[hd] = ho
@@ -118,6 +121,8 @@ MaxPooling2d = _autograd.function("MaxPooling2d", max_pool2d_forward, max_pool2d
 def max_pool2d(x: torch.Tensor, kernel_size, stride=None) -> torch.Tensor:
     """Max pooling over (kh, kw) windows every ``stride`` (default: the window, no overlap)."""
     kernel, stride = pool_args(x, kernel_size, stride, 4, "max pooling")
+    if not (x.requires_grad and torch.is_grad_enabled()):  # evaluation: no winners to route to
+        return max_pool2d_forward(x, kernel, stride, routed=False)[0]
     return MaxPooling2d.apply(x, kernel, stride)
 
 
