@@ -160,6 +160,8 @@ def test_artifacts_config_hydra_plots_checkpoint(tiny_run):
     ("training.online_step=fast", "training.online_step='fast' is not allowed: choose one of pairs, autograd"),
     ("training.checkpoint_min_interval_s=-1", "training.checkpoint_min_interval_s=-1 is not allowed: expected a "
                                               "number >= 0"),
+    ("trainer.max_epoch=1", "error: trainer.max_epoch is not an argument of Lightning's Trainer: did you mean "
+                            "trainer.max_epochs?"),  # the project's hint, not Hydra's advice to add it with +
     ("+trainer.max_epoch=1", "trainer.max_epoch is not an argument of Lightning's Trainer: did you mean "
                              "trainer.max_epochs?"),
     ("+model.nonlinearty=tanh", "did you mean model.nonlinearity?"),

@@ -9,6 +9,8 @@ naming the key and what is allowed, before any data is read or any run is create
 
 from __future__ import annotations
 
+import re
+
 from omegaconf import DictConfig, OmegaConf
 
 from convrepro.errors import USER_ERRORS, ConfigError
@@ -116,6 +118,13 @@ def validate(cfg: DictConfig) -> None:
     if k is not None and k > _get(cfg, "data.batch_size"):
         raise ConfigError(f"training.patterns_per_update={k} exceeds data.batch_size="
                           f"{_get(cfg, 'data.batch_size')}: a Lightning step must carry whole updates")
+
+
+def check_trainer_overrides(argv: list[str]) -> None:
+    """``check_trainer_keys`` for the ``trainer.*`` keys a command line sets (with or without ``+``)."""
+    keys = [m.group(1) for a in argv if (m := re.match(r"\+{0,2}trainer\.(\w+)=", a))]
+    if keys:  # (Lightning's import is paid only then)
+        check_trainer_keys(keys)
 
 
 def check_trainer_keys(trainer_cfg) -> None:

@@ -20,10 +20,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from convrepro.config import check_trainer_keys, instantiate_group, register_resolvers, validate
+from convrepro.config import (
+    check_trainer_keys,
+    check_trainer_overrides,
+    instantiate_group,
+    register_resolvers,
+    validate,
+)
 from convrepro.data.integrity import rehash
 from convrepro.errors import USER_ERRORS, ConfigError
 from convrepro.paths import CONF_DIR
+from convrepro.quiet import quiet_libraries
 from convrepro.training.processes import is_global_zero, leave_process_group
 
 if TYPE_CHECKING:
@@ -155,22 +162,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return final.get("test/error", final.get("val/error"))
 
 
-def quiet_libraries() -> None:
-    """What a run prints is the progress bar, the passes and the paper table; Lightning's
-    start-up notes (accelerator lines, a logger advertisement) and two warnings that do not
-    apply here (a pytree deprecation inside Lightning; the logging interval, which the task
-    does not use: it logs per pass) are left out.  Anything else still shows."""
-    import logging
-    import warnings
-
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
-
-
 def main() -> None:
+    try:  # trainer.max_epoch=1: the project's hint before Hydra's advice to add the key with +
+        check_trainer_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     register_resolvers()
     quiet_libraries()
     _hydra_main()
