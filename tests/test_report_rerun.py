@@ -91,8 +91,8 @@ def test_rerun_restores_values_the_config_files_no_longer_give(store):
               "paths": {"root": "/elsewhere"}, "model": {"h2_table": [[0, 1], [2, 3]]}}
     today = composed(["experiment=lecun1989", "trainer.max_epochs=2"])
     drift = drift_overrides(stored, today)
-    assert "++optim.lr=0.5" in drift and "++model.h2_table=[[0,1],[2,3]]" in drift
-    assert not any(d.startswith(("++paths", "++trainer.max_epochs", "++optim.momentum")) for d in drift)
+    assert "optim.lr=0.5" in drift and "model.h2_table=[[0,1],[2,3]]" in drift
+    assert not any(d.startswith(("paths", "trainer.max_epochs", "optim.momentum")) for d in drift)
 
 
 def test_compare_lists_config_and_metric_differences(store, capsys):

@@ -10,7 +10,7 @@ the generic loop (``training.online_step=autograd``) are what this saves.  Both 
 same weights to float64 rounding (``tests/test_online_steps.py``).
 
 Used for the faithful recipes (``online_refusal`` says why another configuration keeps
-the generic loop); the update is the task's (``ClassifierTask._update_rule``).
+the generic loop); ``update_rule`` applies the optimizer to each pattern's gradients, for both.
 """
 
 from __future__ import annotations
