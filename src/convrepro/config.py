@@ -167,7 +167,6 @@ def _near_key(group: str, node, message: str) -> str:
     """For 'unexpected keyword argument X': the constructor's nearest argument, as a hint."""
     import difflib
     import inspect
-    import re
 
     match = re.search(r"unexpected keyword argument '(\w+)'", message)
     if not match or "_target_" not in node:

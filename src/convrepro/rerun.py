@@ -84,7 +84,7 @@ def _refusal(o, groups: dict[str, set[str]], leaves) -> str | None:
         return "moves a config to another package (@)"
     if o.is_sweep_override():
         return "is a sweep"
-    if key.startswith(_MACHINE_KEYS) or key in ("resume", "paths", "logger"):
+    if key.startswith(_MACHINE_KEYS) or key in ("paths", "logger"):
         return "sets where the run reads or writes (paths, logger)"
     value = o.value()
     if key in groups:
@@ -110,8 +110,9 @@ def checked_overrides(overrides: list[str], run_id: str) -> list[str]:
     except HydraException as err:
         raise ConfigError(f"run {run_id}'s stored overrides cannot be parsed: {str(err).splitlines()[0]}") from None
     groups = config_groups()
-    choices = [o.input_line for o in parsed if o.key_or_group in groups and o.type.name == "CHANGE"
-               and isinstance(o.value(), str) and o.value() in groups[o.key_or_group] and o.package is None]
+    # the admissible group choices compose the config the value changes are checked against
+    # (a group choice never reaches the leaves)
+    choices = [o.input_line for o in parsed if o.key_or_group in groups and _refusal(o, groups, None) is None]
     known: dict[str, str] = {}
 
     def leaves() -> dict[str, str]:
@@ -182,7 +183,7 @@ def drift_overrides(stored: dict, today: dict[str, str], dropped: list[str] | No
     def walk(node, prefix=""):
         for key, value in node.items():
             dotted = f"{prefix}{key}"
-            if dotted.startswith(_MACHINE_KEYS) or dotted == "resume":
+            if dotted.startswith(_MACHINE_KEYS):
                 continue
             mine = {k: v for k, v in today.items() if k == dotted or k.startswith(dotted + ".")}
             if isinstance(value, dict) and (mine or not value):

@@ -31,8 +31,10 @@ class _ConvNd(nn.Module):
         n = self.spatial_dims
         kernel = _as_tuple(kernel_size, n, "kernel_size")
         _checks.positive(kernel, "kernel_size")
-        _checks.positive(_as_tuple(stride, n, "stride"), "stride")
-        _checks.non_negative(_as_tuple(padding, n, "padding"), "padding")
+        # as given (for the repr), and as one int per spatial dimension (for the pairs)
+        self.stride_tuple, self.padding_tuple = _as_tuple(stride, n, "stride"), _as_tuple(padding, n, "padding")
+        _checks.positive(self.stride_tuple, "stride")
+        _checks.non_negative(self.padding_tuple, "padding")
         if groups <= 0 or in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"groups={groups} must divide both in_channels ({in_channels}) and "
@@ -68,11 +70,11 @@ class _ConvNd(nn.Module):
         self.output_size = None
         if input_size is not None:
             size = _as_tuple(input_size, n, "input_size")
-            padded = tuple(s + 2 * p for s, p in zip(size, _as_tuple(padding, n, "padding"), strict=True))
+            padded = tuple(s + 2 * p for s, p in zip(size, self.padding_tuple, strict=True))
             _checks.window_fits(padded, kernel, "padded input", "kernel")
             self.output_size = tuple(
                 output_size(p, k, s)
-                for p, k, s in zip(padded, kernel, _as_tuple(stride, n, "stride"), strict=True)
+                for p, k, s in zip(padded, kernel, self.stride_tuple, strict=True)
             )
         if bias == "unit":
             if self.output_size is None:
@@ -140,8 +142,8 @@ class Conv1d(_ConvNd):
     spatial_dims = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stride, padding = (v[0] if isinstance(v, (tuple, list)) else v for v in (self.stride, self.padding))
-        return lf.conv1d(x, self.effective_weight(), self.bias, stride=stride, padding=padding,
+        return lf.conv1d(x, self.effective_weight(), self.bias, stride=self.stride_tuple[0],
+                         padding=self.padding_tuple[0],
                          pad_value=self.pad_value, groups=self.groups)
 
 

@@ -10,7 +10,7 @@ from .functional.temporal_integration import MODES
 
 
 class _Pool(nn.Module):
-    pool = staticmethod(lf.max_pool2d)
+    pool: staticmethod  # the functional form each subclass names
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()

@@ -47,10 +47,10 @@ class ClassificationLoss:
 
     def gradient(self, outputs: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
         """dE/dy of the MSE for one pattern: 2 (y - t) / n (the on-line steps' start of backward)."""
-        scale = self._scales.get((outputs.numel(), outputs.dtype, outputs.device))
+        key = (outputs.numel(), outputs.dtype, outputs.device)
+        scale = self._scales.get(key)
         if scale is None:  # a 0-dim tensor: a Python number would be converted at every pattern
-            scale = self._scales[(outputs.numel(), outputs.dtype, outputs.device)] = torch.tensor(
-                2.0 / outputs.numel(), dtype=outputs.dtype, device=outputs.device)
+            scale = self._scales[key] = torch.tensor(2.0 / key[0], dtype=key[1], device=key[2])
         return (outputs - prepared).mul_(scale)
 
     def mse(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

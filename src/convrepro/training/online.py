@@ -108,24 +108,27 @@ class ZipCodeOnline:
     scaled tanh after each."""
 
     def __init__(self, model: ZipCodeNet):
-        self.model = model
         self.acts = [_ACTIVATIONS[type(a)] for a in (model.act1, model.act2, model.act3, model.act_out)]
         self.mask = model.h2.conv.connection_mask.to(model.h2.conv.weight.dtype)
-        self.geometry = [(_pair(c.stride), _pair(c.padding), c.pad_value, 1) for c in (model.h1.conv, model.h2.conv)]
+        # The layers' tensors, fetched once (updates are in place; a loaded checkpoint copies into them).
+        self.convs = [(m.conv.weight, m.bias, (m.conv.stride_tuple, m.conv.padding_tuple, m.conv.pad_value, 1))
+                      for m in (model.h1, model.h2)]
+        self.dense = [(d.weight, d.bias) for d in (model.h3, model.output)]
 
     def gradients(self, x: torch.Tensor, dloss) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(output, gradients in ``model.parameters()`` order) for one pattern ``x`` (1, 1, 16, 16);
         ``dloss(output)`` is the loss's gradient with respect to the output."""
-        m, (f1, b1), (f2, b2), (f3, b3), (f4, b4) = self.model, *self.acts
-        w2 = m.h2.conv.weight * self.mask  # the table's connections; the others are not parameters
+        (f1, b1), (f2, b2), (f3, b3), (f4, b4) = self.acts
+        (w1, bias1, geometry1), (w2, bias2, geometry2) = self.convs
+        w2 = w2 * self.mask  # the table's connections; the others are not parameters
         # forward: each layer's pair, in order
-        z1, conv1 = lf.conv2d_forward(x, m.h1.conv.weight, m.h1.bias, *self.geometry[0])
+        z1, conv1 = lf.conv2d_forward(x, w1, bias1, *geometry1)
         a1, act1 = f1(z1)
-        z2, conv2 = lf.conv2d_forward(a1, w2, m.h2.bias, *self.geometry[1])
+        z2, conv2 = lf.conv2d_forward(a1, w2, bias2, *geometry2)
         a2, act2 = f2(z2)
-        z3, dense3 = lf.dense_forward(a2.reshape(1, -1), m.h3.weight, m.h3.bias)
+        z3, dense3 = lf.dense_forward(a2.reshape(1, -1), *self.dense[0])
         a3, act3 = f3(z3)
-        z4, dense4 = lf.dense_forward(a3, m.output.weight, m.output.bias)
+        z4, dense4 = lf.dense_forward(a3, *self.dense[1])
         y, act4 = f4(z4)
         # backward: the same layers in reverse, each passing dL/d(its input) down
         (g,) = b4(dloss(y), act4)
@@ -147,7 +150,7 @@ class TimeDelayOnline:
         self.acts = [_ACTIVATIONS[type(a)] for a in (model.act1, model.act2, model.output)]
         self.mode = model.integrate.mode
         # The layers' tensors, fetched once (updates are in place; a loaded checkpoint copies into them).
-        self.layers = [(c.weight, c.bias, _pair(c.stride)[0], _pair(c.padding)[0], c.pad_value)
+        self.layers = [(c.weight, c.bias, c.stride_tuple[0], c.padding_tuple[0], c.pad_value)
                        for c in (model.hidden1, model.hidden2)]
         self.output_bias = model.output_bias
         # The paper averaged the gradients of a layer's time-shifted copies (13 and 9 of them);
@@ -180,6 +183,3 @@ class TimeDelayOnline:
             gw1.div_(c1), gb1.div_(c1), gw2.div_(c2), gb2.div_(c2)
         return y, [gb3, gw1, gb1, gw2, gb2]
 
-
-def _pair(value) -> tuple[int, int]:
-    return tuple(value) * (2 // len(value)) if isinstance(value, (tuple, list)) else (int(value), int(value))

@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from ._amp import accumulator
 from .sizes import output_size
 
 # Below this many column entries (an 8 MB index) the gather path is used.
@@ -104,10 +105,11 @@ def small_backward(grad_out, saved, needs):
     if dcols is not None:
         # Correlation with the kernel: dL/dz sent back through each receptive field, then
         # what lands on each input position summed (the frame's share is dropped).
-        if grad_out.dtype in (torch.float16, torch.bfloat16):  # the overlapping sums in float32
-            grad_x = overlap_add(dcols.float(), index, shape, framed).to(grad_out.dtype)
-        else:
+        acc = accumulator(grad_out.dtype)  # half precision: the overlapping sums in float32
+        if acc == grad_out.dtype:
             grad_x = overlap_add(dcols, index, shape, framed)
+        else:
+            grad_x = overlap_add(dcols.to(acc), index, shape, framed).to(grad_out.dtype)
     return grad_x, grad_w, grad_b
 
 
