@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -193,16 +194,17 @@ def test_group_signal_mid_pass_with_workers_ends_killed_and_resumes(tmp_path, si
     client, (run,) = _runs(tmp_path, "krizhevsky2012")
     assert run.info.status == "KILLED"
     assert run.data.tags["error"] == f"interrupted ({signal.Signals(signum).name})"
-    if signum == signal.SIGTERM:  # stopped at a step boundary: that step's state was kept
-        kept = torch.load(tmp_path / "checkpoints" / run.info.run_id / "last.ckpt", weights_only=False)
-        assert 0 < kept["global_step"] < 20, kept["global_step"]  # inside the first pass (20 steps)
-        resumed = train(tmp_path, *args, f"resume={run.info.run_id[:8]}")  # a run id's beginning, as tables show it
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert f"resuming run {run.info.run_id} ({run.info.run_name})" in resumed.stdout
-        final = client.get_run(run.info.run_id)
-        assert final.info.status == "FINISHED" and "val/error" in final.data.metrics
-        # a finished run carries no error; what stopped it on the way is kept as history
-        assert "error" not in final.data.tags and final.data.tags["error.history"] == "interrupted (SIGTERM)"
+    # Either signal: stopped at a step boundary, and that step's state was kept
+    kept = torch.load(tmp_path / "checkpoints" / run.info.run_id / "last.ckpt", weights_only=False)
+    assert 0 < kept["global_step"] < 20, kept["global_step"]  # inside the first pass (20 steps)
+    resumed = train(tmp_path, *args, f"resume={run.info.run_id[:8]}")  # a run id's beginning, as tables show it
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming run {run.info.run_id} ({run.info.run_name})" in resumed.stdout
+    final = client.get_run(run.info.run_id)
+    assert final.info.status == "FINISHED" and "val/error" in final.data.metrics
+    # a finished run carries no error; what stopped it on the way is kept as history
+    assert "error" not in final.data.tags
+    assert final.data.tags["error.history"] == f"interrupted ({signal.Signals(signum).name})"
 
 
 CTRL_C_AT_THIRD_STEP = """
@@ -339,3 +341,54 @@ def test_a_store_whose_disk_fills_during_training_is_one_line_and_no_run_is_left
         in lines[0] and "resume=auto continues from" in lines[0], lines
     _, (run,) = _runs(tmp_path)
     assert run.info.status == "FAILED"
+
+
+MARK_FIRST_STEP = """
+import sys
+from pathlib import Path
+from convrepro.train import main
+from convrepro.training.task import ClassifierTask
+marker, real_step = Path(sys.argv.pop(1)), ClassifierTask.training_step
+def step(self, batch, batch_idx):
+    marker.touch()  # training has begun: the test presses Ctrl-C at a random moment from here
+    return real_step(self, batch, batch_idx)
+ClassifierTask.training_step = step
+sys.argv = ["convrepro-train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("trial", range(20))
+def test_ctrl_c_at_a_random_moment_of_an_alexnet_cpu_pass_stops_like_sigterm(tmp_path, trial, imagenette_store):
+    """Ctrl-C as a terminal sends it (SIGINT to the whole group, DataLoader workers included), at a
+    moment drawn per trial from the first 3 s of training (steps, validation, checkpoints): the
+    step ends, one line, exit 130, the run KILLED with a checkpoint to resume -- never a native
+    crash (once: heap corruption, exit 134) or a RUNNING run."""
+    from .test_pipeline_krizhevsky2012 import TINY
+
+    require_data("imagenette2-224")
+    args = (*[a for a in TINY if not a.startswith("data.num_workers")], "data.num_workers=2",
+            "data.train_subset=320", "data.ten_crop=false", "trainer.max_epochs=20", f"seed={trial}",
+            "training.checkpoint_min_interval_s=0")
+    marker = tmp_path / "training"
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = subprocess.Popen([sys.executable, "-c", MARK_FIRST_STEP, str(marker), *args, f"hydra.run.dir={tmp_path}/o"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(trial).uniform(0.0, 3.0))
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the process did not exit after Ctrl-C")
+    assert proc.returncode == 130, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("stopped by SIGINT: run") and "KILLED" in lines[0], lines
+    _, (run,) = _runs(tmp_path, "krizhevsky2012")
+    assert run.info.status == "KILLED" and run.data.tags["error"] == "interrupted (SIGINT)"
+    kept = (tmp_path / "checkpoints" / run.info.run_id / "last.ckpt").is_file()
+    assert kept == ("resume=auto continues it from" in lines[0]), lines  # the line tells what was kept

@@ -196,3 +196,57 @@ def test_a_server_beyond_localhost_without_a_password_is_refused_unless_asked_fo
     assert server_main(["--host", "0.0.0.0", "--folder", str(tmp_path), "--dry-run", "--no-auth"]) == 0
     out = capsys.readouterr().out
     assert "--allowed-hosts" in out and "--app-name" not in out
+
+
+SERVER_DIES_AT_THIRD_PASS = """
+import os, signal, sys
+from convrepro.train import main
+from convrepro.training.task import ClassifierTask
+server_group, real_start = int(sys.argv.pop(1)), ClassifierTask.on_train_epoch_start
+def start(self):
+    if self.current_epoch == 2:  # passes 1 and 2 are written and checkpointed
+        os.killpg(server_group, signal.SIGKILL)
+    return real_start(self)
+ClassifierTask.on_train_epoch_start = start
+sys.argv = ["convrepro-train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_server_that_dies_mid_run_ends_it_within_its_patience_and_resume_auto_continues(tmp_path):
+    """The server is killed as the third of four passes begins: the run ends by itself within
+    ``logger.patience_s`` with one line, and once a server answers on the same store again,
+    ``resume=auto`` finishes it with every pass's metrics written once."""
+    require_data("usps")
+    port, mlflow = _free_port(), str(Path(sys.executable).with_name("mlflow"))
+    base = f"http://127.0.0.1:{port}"
+    serve = [mlflow, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
+             str(tmp_path / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    args = ["experiment=lecun1989", "trainer.max_epochs=4", "data.train_subset=300", "seed=4",
+            "trainer.enable_progress_bar=false", "training.checkpoint_min_interval_s=0", "logger.patience_s=12",
+            f"hydra.run.dir={tmp_path}/outputs/run"]
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": base}
+    for proc in _serve(serve, base, tmp_path / "server.log"):
+        start = time.monotonic()
+        died = subprocess.run([sys.executable, "-c", SERVER_DIES_AT_THIRD_PASS, str(proc.pid), *args], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=600)
+        # From the kill to the exit: the third pass (~1 s), then the bounded retries of one write.
+        seconds = time.monotonic() - start
+    assert died.returncode == 2, died.stderr[-3000:]
+    lines = [line for line in died.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: the tracking server {base} stopped answering"), lines
+    assert "stays RUNNING there and its checkpoint" in lines[0] and "resume=auto" in lines[0]
+    print(f"server killed; the run ended {seconds:.1f} s after it began")
+    assert seconds < 120, seconds  # MLflow's own retries held it ~14 minutes
+
+    for _ in _serve(serve, base, tmp_path / "server-again.log"):
+        resumed = subprocess.run([sys.executable, "-m", "convrepro.train", *args, "resume=auto"], cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resuming run" in resumed.stdout
+        experiment = _get(base, "experiments/get-by-name", experiment_name="lecun1989")["experiment"]
+        (run,) = _post(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        assert run["info"]["status"] == "FINISHED"
+        for key in ("test/error", "train/running_loss"):
+            history = _get(base, "metrics/get-history", run_id=run["info"]["run_id"], metric_key=key)["metrics"]
+            assert sorted(m["step"] for m in history) == [1, 2, 3, 4], (key, history)

@@ -100,6 +100,7 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg, "training.checkpoint_every_n_steps", allow_none=True)
     _non_negative(cfg, "training.checkpoint_min_interval_s")
     _positive_float(cfg, "optim.lr")
+    _positive_float(cfg, "logger.patience_s")
     _choice(cfg, "loss.name", LOSSES)
     _choice(cfg, "model.nonlinearity", sorted(NONLINEARITIES))
     _choice(cfg, "model.subsampling", ("stride", "decimation"))

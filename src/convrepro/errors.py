@@ -22,6 +22,10 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used: malformed URI, server unreachable, store not writable."""
 
 
+class StoreUnreachable(TrackingError):
+    """The tracking server stopped answering during a run (after ``logger.patience_s`` of retries)."""
+
+
 class CheckpointInUse(TrackingError):
     """Another process is writing this run's checkpoints."""
 

@@ -12,7 +12,9 @@ def quiet_libraries() -> None:
     import warnings
 
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
+    # "Creating initial MLflow database tables...", and Lightning's "Received SIGTERM" (a stop
+    # by signal is the run's own one line)
+    for name in ("mlflow.store.db.utils", "alembic", "pytorch_lightning.trainer.connectors.signal_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")

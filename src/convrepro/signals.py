@@ -1,8 +1,11 @@
 """Which stop signal arrived, where every layer can ask.
 
-SIGINT interrupts at once (KeyboardInterrupt, as Python's own handler does); SIGTERM is only
-noted, and Lightning, which composes its handler with this one during fit, stops at the end
-of the current step.
+SIGTERM is only noted, and Lightning, which composes its handler with this one while it
+trains or evaluates, stops at the end of the current step.  Ctrl-C (SIGINT) does the same
+while Lightning's handler is there: the step ends, its state is checkpointed, the process exits
+130 -- an interrupt raised in the middle of a step would lose the work since the last
+checkpoint.  A second Ctrl-C, or one outside Lightning (setting up, recording the results),
+interrupts at once (KeyboardInterrupt, as Python's own handler does).
 
 A KeyboardInterrupt raised by a handler lands wherever Python happens to be, and some places
 swallow it: an at-fork hook (logging's, while a DataLoader starts its workers) prints
@@ -36,6 +39,11 @@ class StopSignals:
 
     def _on_interrupt(self, signum, frame):
         global _pending_interrupt
+        lightning = signal.getsignal(signal.SIGTERM)
+        if self.received is None and callable(lightning) and lightning != self._on_terminate:
+            lightning(signal.SIGTERM, frame)  # Lightning's: stop at the end of this step
+            self.received = signum
+            return
         self.received, _pending_interrupt = signum, True
         raise KeyboardInterrupt
 

@@ -1,7 +1,8 @@
 """A run's life in MLflow: opened (new, or the run ``resume=`` names), locked, ended.
 
 Inside ``tracked_run`` the caller trains; whatever happens the run ends FINISHED, FAILED
-(the error as its ``error`` tag) or KILLED (Ctrl-C, SIGTERM), never RUNNING, and its
+(the error as its ``error`` tag) or KILLED (Ctrl-C, SIGTERM), never RUNNING -- unless the
+tracking server itself stopped answering (then ``resume=auto`` continues it there) -- and its
 checkpoint folder is locked against a second process continuing it at the same time.
 A stop by signal is one line on stderr and the shell's exit status (130 for SIGINT, 143
 for SIGTERM), whatever the signal broke on its way (a DataLoader worker, a collective).
@@ -19,12 +20,12 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import MLFlowLogger
 
 from convrepro.data.workers import end_workers
-from convrepro.errors import ConfigError, StorageFull, storage_full
+from convrepro.errors import ConfigError, StorageFull, StoreUnreachable, storage_full
 from convrepro.signals import StopSignals
 from convrepro.tracking import recorder
+from convrepro.tracking.logger import StoreLogger, bound_retries, unreachable
 from convrepro.tracking.runs import checkpoint_dir, config_hash, ensure_experiment, find_resumable
 from convrepro.tracking.store import check_writable, resolve_uri
 from convrepro.tracking.sweep import PARENT_ENV, finished_job
@@ -38,7 +39,7 @@ class TrackedRun:
     name: str
     client: MlflowClient
     run_id: str
-    logger: MLFlowLogger
+    logger: StoreLogger
     resume_checkpoint: Path | None
 
     @property
@@ -98,6 +99,7 @@ def finished_sweep_job(cfg: DictConfig):
 @contextmanager
 def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
                 experiment_note: str | None = None, columns: list[str] | None = None) -> Iterator[TrackedRun]:
+    bound_retries(cfg.logger.patience_s)
     uri = resolve_uri(cfg.logger.tracking_uri)
     check_writable(output_dir)
     name = run_name(cfg, hydra_cfg)
@@ -112,7 +114,7 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
                 raise
             # A continued sweep: this job had not begun (or died before its first checkpoint).
     tags = None if resume_id else recorder.run_tags(cfg, datamodule, hydra_cfg, MlflowClient(uri), experiment_id)
-    logger = MLFlowLogger(experiment_name=cfg.logger.experiment_name, run_name=name, tracking_uri=uri,
+    logger = StoreLogger(experiment_name=cfg.logger.experiment_name, run_name=name, tracking_uri=uri,
                           tags=tags, log_model=False, run_id=resume_id)
     logger._experiment_id = experiment_id
     client, run_id = logger.experiment, logger.run_id
@@ -136,6 +138,13 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
             _quietly(lambda: _keep_error_as_history(client, run_id))
     except BaseException as err:
         signum = _stopped_by(err, stop)
+        if signum is None and unreachable(err):  # nothing more is sent to it: it would wait as long again
+            status = "RUNNING"
+            ckpt = checkpoint_dir(run_id) / "last.ckpt"
+            kept = f"its checkpoint {ckpt} is kept" if ckpt.is_file() else "it had no checkpoint yet"
+            raise StoreUnreachable(f"the tracking server {uri} stopped answering ({_first_line(err)}); run {run_id} "
+                                   f"stays RUNNING there and {kept}: once the server answers, the same command "
+                                   "with resume=auto continues it") from None
         if signum is None:
             full = storage_full(err) and not isinstance(err, StorageFull)
             message = f"{type(err).__name__}: {err}"[:5000]
@@ -159,7 +168,7 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
         stop.__exit__()
         if status != "FINISHED":  # before Python's exit handler waits for them (they ignore SIGTERM)
             end_workers()
-        if not _quietly(lambda: client.set_terminated(run_id, status)):
+        if status != "RUNNING" and not _quietly(lambda: client.set_terminated(run_id, status)):
             print(f"warning: run {run_id} could not be marked {status} in the tracking store (is its disk full?); "
                   "`convrepro-runs clean` ends it later", file=sys.stderr)
         lock.close()
