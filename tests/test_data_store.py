@@ -111,8 +111,9 @@ def test_a_full_disk_leaves_no_store_that_looks_complete(tiny, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store_module.os, "posix_fallocate", full)
-    with pytest.raises(DataError, match="not enough disk for .*train.u8: it needs 0.0 GB"):
+    with pytest.raises(DataError, match="not enough disk for the image store .*tiny-40: it needs 0.0. GB"):
         prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    assert not list((tiny / "prepared/tiny-40").glob("*.u8"))  # nothing half-reserved is left
     assert not (tiny / "prepared/tiny-40/manifest.json").exists()
     with pytest.raises(DataError, match="is incomplete"):
         _module(tiny).setup()
@@ -136,6 +137,64 @@ def test_missing_or_stale_stores_are_refused_with_the_command_that_prepares_them
         prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
     prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False, force=True)
     _module(tiny).setup()
+
+
+def test_a_disk_too_small_for_the_whole_store_is_refused_before_the_first_image(tiny, monkeypatch):
+    """The message names the whole store (both splits), not the split that happened to fail."""
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(store_module.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10_000, 10_000))
+    need = sum(len(list((tiny / "tiny" / split).rglob("*.JPEG"))) for split in ("train", "val")) * 40 * 40 * 3
+    with pytest.raises(DataError, match=rf"it needs {need / 1e9:.2f} GB, 0.00 GB are free"):
+        prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    assert not list((tiny / "prepared/tiny-40").glob("*.u8"))
+
+
+def _edit_truncate(out):
+    with open(out / "val.u8", "r+b") as f:
+        f.truncate(f.seek(0, 2) - 7)
+
+
+def _edit_label(out):
+    labels = np.load(out / "train.labels.npy")
+    labels[3] = 7  # a class the store does not have
+    np.save(out / "train.labels.npy", labels)
+
+
+def _edit_json(out):
+    (out / "manifest.json").write_text((out / "manifest.json").read_text()[:-20])
+
+
+def _edit_classes(out):
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["classes"] = manifest["classes"][::-1]  # swapped class ids
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_edit_truncate, r"val.u8 holds \d+ bytes, its manifest says \d+ images of 40x40 .*truncated or altered"),
+    (_edit_label, r"train.labels.npy does not hold \d+ labels from -1 to 1: the store is altered"),
+    (_edit_json, r"manifest.json is not a store's manifest \(JSONDecodeError"),
+    (_edit_classes, r"manifest.json lists other classes than .*tiny/train holds"),
+])
+def test_a_truncated_or_edited_store_is_refused_with_the_command_that_remakes_it(tiny, edit, message):
+    out = prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    edit(out)
+    with pytest.raises(DataError, match=message + r".*prepare it again with `convrepro-data prepare tiny --size 40 "
+                                                  r"--force`"):
+        _module(tiny).setup()
+    prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False, force=True)
+    _module(tiny).setup()
+
+
+def test_a_store_is_the_same_through_another_path_to_the_data_root(tiny, tmp_path):
+    """Its listing is relative to the data set's folder: a link to the data root (or another
+    mount point) reaches the same store, not a 'prepared from other files' refusal."""
+    prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    (tmp_path / "elsewhere").symlink_to(tiny)
+    assert "source" not in json.loads((tiny / "prepared/tiny-40/manifest.json").read_text())
+    _module(tmp_path / "elsewhere").setup()
 
 
 # ---- the augmentation on the device ---------------------------------------------------------

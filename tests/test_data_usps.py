@@ -200,3 +200,14 @@ def test_runs_record_whether_their_data_was_hashed_or_trusted_from_the_cache(usp
     monkeypatch.setattr(integrity, "_COUNTS", {"hashed": 0, "cached": 0})
     integrity.cached_digest(path)
     assert integrity.verification() == "hashed"
+
+
+def test_a_file_this_user_may_not_read_is_a_permission_error_not_a_damaged_file(usps_dir, monkeypatch):
+    """(Simulated: these tests run as root, whom no file mode stops.)  The run then answers
+    `error: <path>: permission denied (…)`, not "could not be parsed … download it again"."""
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(usps_module.gzip, "open", denied)
+    with pytest.raises(PermissionError):
+        _parse(usps_dir / "zip.train.gz", "esl")

@@ -61,3 +61,16 @@ def test_reading_tools_refuse_a_missing_store_instead_of_creating_one(tmp_path, 
     assert report_main(["--uri", f"sqlite:///{missing}", "--out", str(tmp_path / "reports")]) == 2
     assert f"error: there is no tracking store at {missing}" in capsys.readouterr().err
     assert not missing.exists() and not (tmp_path / "reports").exists()
+
+
+def test_a_read_only_store_is_one_line_before_any_run(tmp_path, monkeypatch):
+    """(Simulated: these tests run as root, for whom every file is writable.)  MLflow's own
+    answer was 218 lines and 5 tracebacks; readers may still read it."""
+    import convrepro.tracking.store as store
+
+    db = tmp_path / "mlflow.db"
+    check(f"sqlite:///{db}")  # a real store
+    monkeypatch.setattr(store.os, "access", lambda path, mode: not (str(path) == str(db) and mode == store.os.W_OK))
+    with pytest.raises(TrackingError, match=rf"^the tracking store {db} is read-only for this user: .*MLFLOW_TRACKING_URI"):
+        check(f"sqlite:///{db}")
+    check(f"sqlite:///{db}", must_exist=True)  # the report, summary and compare only read

@@ -4,7 +4,7 @@
     convrepro-data download arctic --speakers bdl,rms,jmk [--root DIR] [--base-url URL]
     convrepro-data download imagenette [--size 320|160|full] [--root DIR] [--base-url URL]
     convrepro-data prepare imagenette|imagenet|FOLDER [--size 256] [--root DIR] [--workers N] [--force]
-    convrepro-data check usps [--root DIR]
+    convrepro-data check [usps|speech|imagenette|prepared|all] [--root DIR]
     convrepro-data speech-tokens --format lab|timit --root DIR [--out tokens.csv] [--speaker NAME]
 """
 
@@ -41,8 +41,8 @@ def data_main(argv: list[str] | None = None) -> int:
     pr.add_argument("--no-checksums", action="store_true", help="fingerprint by size instead of SHA-256 "
                     "(ImageNet, which publishes no SHA256SUMS)")
     pr.add_argument("--force", action="store_true", help="replace a store made from other files")
-    ck = sub.add_parser("check", help="verify a data set's files against their checksums")
-    ck.add_argument("dataset", choices=["usps"])
+    ck = sub.add_parser("check", help="hash a data set's files against their checksums (all: every set present)")
+    ck.add_argument("dataset", nargs="?", default="all", choices=["usps", "speech", "imagenette", "prepared", "all"])
     ck.add_argument("--root")
     tk = sub.add_parser("speech-tokens", help="write a /b/ /d/ /g/ token table from a labelled speech folder")
     tk.add_argument("--format", required=True, choices=["lab", "timit"],
@@ -76,14 +76,7 @@ def data_main(argv: list[str] | None = None) -> int:
             for path in arctic.download(_root(args.root), speakers, base_url=args.base_url):
                 print(f"ok  {path}")
         elif args.command == "check":
-            from convrepro.data.integrity import rehash
-            from convrepro.data.usps import USPS
-
-            rehash()  # checking is hashing: the cache is what is being checked
-
-            for split in ("train", "test"):
-                ds = USPS(_root(args.root), split)
-                print(f"ok  {ds.folder / ds.source.name}: {len(ds)} digits, checksum verified")
+            _check(args.dataset, _root(args.root))
         elif args.command == "speech-tokens":
             _speech_tokens(args)
     except DataError as err:
@@ -111,6 +104,39 @@ def _prepare(args) -> None:
     print(f"ok  {out}: {counts} images at {args.size}x{args.size} ({gigabytes:.2f} GB)")
     for problem in manifest["problems"]:
         print(f"skipped: {problem}", file=sys.stderr)
+
+
+def _check(dataset: str, root: Path) -> None:
+    """Every file hashed again (checking is hashing: the digest cache is what is being checked)."""
+    from convrepro.data.images.store import check_stores
+    from convrepro.data.integrity import check_folder, rehash
+    from convrepro.data.usps import USPS
+
+    rehash()
+    wanted = ("usps", "speech", "imagenette", "prepared") if dataset == "all" else (dataset,)
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist: set CONVREPRO_DATA_DIR or pass --root")
+    found = 0
+    if "usps" in wanted and (dataset == "usps" or (root / "usps").is_dir()):
+        for split in ("train", "test"):
+            ds = USPS(root, split)
+            print(f"ok  {ds.folder / ds.source.name}: {len(ds)} digits, checksum verified")
+            found += 1
+    folders = {"speech": sorted(p.parent for p in (root / "speech").glob("*/SHA256SUMS")),
+               "imagenette": [root / "imagenette2-224"] if (root / "imagenette2-224").is_dir() else []}
+    for name in ("speech", "imagenette"):
+        if name in wanted and dataset == name and not folders[name]:
+            raise DataError(f"no {name} data under {root} (`convrepro-data download "
+                            f"{'arctic' if name == 'speech' else name}`)")
+        for folder in folders[name] if name in wanted else []:
+            print(f"ok  {folder}: {check_folder(folder)} files, checksums verified")
+            found += 1
+    if "prepared" in wanted:
+        for line in check_stores(str(root), required=dataset == "prepared"):
+            print(f"ok  {line}")
+            found += 1
+    if not found:
+        raise DataError(f"no data set under {root}: `convrepro-data download usps` fetches the first")
 
 
 def _speech_tokens(args) -> None:

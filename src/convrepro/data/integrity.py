@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -107,7 +108,8 @@ def _progress(items: list, description: str | None):
         return items
     from rich.progress import track
 
-    return track(items, description=description, transient=True)
+    # not drawn where nobody watches (a log file would keep an empty line of it)
+    return track(items, description=description, transient=True, disable=not sys.stdout.isatty())
 
 
 def verify(path: Path, expected: str, *, algorithm: str = "sha256", how_to_get: str = "") -> str:
@@ -139,7 +141,8 @@ def manifest(folder: Path, name: str = "SHA256SUMS") -> dict[str, str]:
     for line in path.read_text().splitlines():
         if line.strip():
             digest, rel = line.split(None, 1)
-            entries[rel.lstrip("*").strip()] = digest
+            rel = rel.strip().removeprefix("*")  # sha256sum's binary-mode mark
+            entries[rel.removeprefix("./")] = digest  # `find . | xargs sha256sum` writes ./name
     return entries
 
 
@@ -159,3 +162,13 @@ def verify_files(paths: list[Path], folder: Path, *, how_to_get: str = "") -> di
                 f"({path.stat().st_size} bytes on disk). {how_to_get}".strip()
             )
     return digests
+
+
+def check_folder(folder: Path) -> int:
+    """Every file ``folder``'s SHA256SUMS lists, present and with its digest; how many."""
+    listed = manifest(folder)
+    if not listed:
+        raise DataError(f"{folder} has no SHA256SUMS to check against")
+    verify_files([folder / rel for rel in sorted(listed)], folder,
+                 how_to_get="Restore it from the data set's download (`convrepro-data download …`).")
+    return len(listed)

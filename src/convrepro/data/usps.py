@@ -83,6 +83,8 @@ def _parse(path: Path, form: str) -> tuple[np.ndarray, np.ndarray]:
             [[float(item.split(":")[1]) for item in line.split()[1:]] for line in lines], dtype=np.float32
         )
         return images.reshape(-1, 16, 16), labels
+    except PermissionError:
+        raise  # not a damaged file: the command reports it as permission denied
     except (OSError, EOFError, ValueError, IndexError) as err:
         raise DataError(f"{path} could not be parsed as the USPS {form} form: {err}. {HOW_TO_GET}") from None
 

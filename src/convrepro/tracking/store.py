@@ -46,6 +46,10 @@ def check(uri: str, timeout: float = 5.0, must_exist: bool = False) -> None:
                                 f"sqlite:///{Path.cwd() / path})")
         if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
             raise TrackingError(f"the folder of the tracking store {path} does not exist or is not writable")
+        if not must_exist and path.is_file() and not os.access(path, os.W_OK):
+            raise TrackingError(f"the tracking store {path} is read-only for this user: a run could not be "
+                                "recorded; make it writable, or point MLFLOW_TRACKING_URI / logger.tracking_uri "
+                                "at a store you can write")
         if must_exist and not path.is_file():
             raise TrackingError(f"there is no tracking store at {path}: train a run first (`make reproduce-lecun1989`) "
                                 "or point --uri / MLFLOW_TRACKING_URI at an existing store")

@@ -95,16 +95,18 @@ class _Decoded(Dataset):
             return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
-def listing_key(samples: list[tuple[str, int]], extra: str = "", mtimes: bool = True) -> str:
+def listing_key(samples: list[tuple[str, int]], extra: str = "", mtimes: bool = True, base: Path | None = None) -> str:
     """A cache key for a list of files: changes when a path, label, size or (``mtimes``)
     modification time does.  Without mtimes it survives copies that do not keep them (a data
     root restored on a new machine): what a prepared store checks, its contents having been
-    verified against SHA256SUMS when it was written."""
+    verified against SHA256SUMS when it was written.  With ``base`` the paths count relative
+    to it: the same data root reached through another path (a link, a mount) is the same."""
     h = hashlib.sha256(f"{extra}\n".encode())
     for path, label in samples:
         st = os.stat(path)
         stamp = f"\0{st.st_mtime_ns}" if mtimes else ""
-        h.update(f"{path}\0{label}\0{st.st_size}{stamp}\n".encode())
+        name = os.path.relpath(path, base) if base is not None else path
+        h.update(f"{name}\0{label}\0{st.st_size}{stamp}\n".encode())
     return h.hexdigest()[:20]
 
 

@@ -70,17 +70,27 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def _allocate(path: Path, nbytes: int) -> None:
-    """The whole array on disk now: a full disk fails here, not as a crash mid-write."""
-    with open(path, "ab") as f:
-        try:
-            os.posix_fallocate(f.fileno(), 0, nbytes)
-        except OSError as err:
-            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            free = shutil.disk_usage(path.parent).free
-            raise DataError(f"not enough disk for {path}: it needs {nbytes / 1e9:.1f} GB, {free / 1e9:.1f} GB "
-                            f"are free; free space or set CONVREPRO_PREPARED_DIR to a larger disk") from None
+def _allocate(arrays: dict[Path, int]) -> None:
+    """Every array of the store on disk now, before the first image: a full disk fails here,
+    naming the whole store's size, not as a crash (or a second refusal) half-way."""
+    if not arrays:
+        return
+    folder = next(iter(arrays)).parent
+    need, free = sum(arrays.values()), shutil.disk_usage(folder).free
+    too_little = DataError(f"not enough disk for the image store {folder}: it needs {need / 1e9:.2f} GB, "
+                           f"{free / 1e9:.2f} GB are free; free space or set CONVREPRO_PREPARED_DIR to a larger disk")
+    if need > free:
+        raise too_little
+    for path, nbytes in arrays.items():
+        with open(path, "ab") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+            except OSError as err:
+                if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                for made in arrays:
+                    made.unlink(missing_ok=True)
+                raise too_little from None
 
 
 def prepare(folder: str = "imagenette2-224", size: int = 256, root: str | None = None, workers: int = 0,
@@ -98,15 +108,20 @@ def prepare(folder: str = "imagenette2-224", size: int = 256, root: str | None =
     if listings["val"][0] != classes:
         raise DataError(f"{base}: train/ and val/ hold different class folders "
                         f"({len(classes)} vs {len(listings['val'][0])})")
-    keys = {split: listing_key(samples, f"size={size}", mtimes=False) for split, (_, samples) in listings.items()}
+    keys = {split: listing_key(samples, f"size={size}", mtimes=False, base=base)
+            for split, (_, samples) in listings.items()}
     manifest = out / "manifest.json"
     if manifest.is_file():
-        existing = json.loads(manifest.read_text())
-        if {s: existing["splits"][s]["listing"] for s in SPLITS} == keys and not force:
+        try:
+            existing = json.loads(manifest.read_text())
+            current = {s: existing["splits"][s]["listing"] for s in SPLITS} == keys and existing["format"] == FORMAT
+        except (ValueError, KeyError, TypeError):
+            current = False  # an unreadable manifest: made again with --force
+        if current and not force:
             return out  # complete and current
         if not force:
-            raise DataError(f"{out} was prepared from other files than {base} holds now (changed or moved "
-                            f"sources); prepare it again with `{prepare_command(folder, size)} --force`")
+            raise DataError(f"{out} was prepared from other files than {base} holds now (changed sources, "
+                            f"another format, or an altered manifest); prepare it again with `{prepare_command(folder, size)} --force`")
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -125,13 +140,11 @@ def prepare(folder: str = "imagenette2-224", size: int = 256, root: str | None =
     if verify_checksums:
         paths = [Path(p) for split in SPLITS for p, _ in listings[split][1]]
         files = verify_files(paths, base, how_to_get="Re-download the data set or restore the file.")
+    _allocate({out / f"{s}.u8": len(listings[s][1]) * size * size * 3 for s in SPLITS if state["done"][s] == 0})
     with Progress(disable=not progress, transient=True) as bar:
         for split in SPLITS:
             samples = listings[split][1]
-            n, image_bytes = len(samples), size * size * 3
-            images = out / f"{split}.u8"
-            if state["done"][split] == 0:
-                _allocate(images, n * image_bytes)
+            n, images = len(samples), out / f"{split}.u8"
             array = np.memmap(images, dtype=np.uint8, mode="r+", shape=(n, size, size, 3))
             labels = np.array([label for _, label in samples], dtype=np.int64)
             start = state["done"][split]
@@ -162,7 +175,7 @@ def prepare(folder: str = "imagenette2-224", size: int = 256, root: str | None =
                 rel = str(Path(path).relative_to(base))
                 f.write(f"{rel}\t{label}\t{files.get(rel, f'size-{os.stat(path).st_size}')}\n")
     _write_json(manifest, {
-        "format": FORMAT, "source": str(base), "folder": folder, "size": size, "classes": classes,
+        "format": FORMAT, "folder": folder, "size": size, "classes": classes,
         "class_names": [IMAGENETTE_NAMES.get(c, c) for c in classes],
         "splits": {s: {"listing": keys[s], "count": len(listings[s][1]),
                        "dropped": len(state["problems"][s])} for s in SPLITS},

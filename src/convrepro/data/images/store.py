@@ -21,7 +21,7 @@ from convrepro.errors import DataError
 from ..paths import data_root, prepared_root
 from .folder import list_split, listing_key
 
-FORMAT = 1
+FORMAT = 2  # 2: listings relative to the data set's folder
 SPLITS = ("train", "val")
 
 
@@ -53,16 +53,20 @@ class ImageStore:
             state = "is incomplete (its preparation was interrupted)" if out.is_dir() else "does not exist"
             raise DataError(f"the prepared image store {out} {state}; prepare it with `{command}` "
                             f"(or read the JPEGs directly with data.source=jpeg)")
-        manifest = json.loads((out / "manifest.json").read_text())
+        again = f"prepare it again with `{command} --force`"
+        manifest = _manifest(out, again)
         if manifest.get("format") != FORMAT or manifest.get("size") != size:
-            raise DataError(f"{out} is a store of another format or size; prepare it again with `{command} --force`")
+            raise DataError(f"{out} is a store of another format or size; {again}")
+        _check_files(out, manifest, again)
         base = data_root(root) / folder
         if base.is_dir():  # sources still there: they must be the ones the store was made from
             for split in SPLITS:
-                _, samples = list_split(base, split)
-                if listing_key(samples, f"size={size}", mtimes=False) != manifest["splits"][split]["listing"]:
-                    raise DataError(f"{out} was prepared from other files than {base}/{split} holds now; "
-                                    f"prepare it again with `{command} --force`")
+                classes, samples = list_split(base, split)
+                if listing_key(samples, f"size={size}", mtimes=False, base=base) != manifest["splits"][split]["listing"]:
+                    raise DataError(f"{out} was prepared from other files than {base}/{split} holds now; {again}")
+                if classes != manifest["classes"]:
+                    raise DataError(f"{out}/manifest.json lists other classes than {base}/{split} holds "
+                                    f"(or in another order); {again}")
         return cls(out, manifest)
 
     def split(self, name: str, in_memory: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +94,57 @@ class ImageStore:
 
     def statistics(self) -> dict[str, torch.Tensor]:
         return torch.load(self.path / "statistics.pt")
+
+
+def check_stores(root: str | None = None, required: bool = False) -> list[str]:
+    """Every prepared store under the prepared root opened as a run opens it (manifest, array
+    sizes, labels, and its sources where they are present): one line per store."""
+    stores = sorted(p for p in prepared_root(root).glob("*-*") if p.is_dir())
+    if required and not stores:
+        raise DataError(f"no prepared image store in {prepared_root(root)} "
+                        f"(`{prepare_command('imagenette2-224', 256)}`)")
+    lines = []
+    for path in stores:
+        folder, _, size = path.name.rpartition("-")
+        if not size.isdigit():
+            continue
+        store = ImageStore.open(folder, int(size), root)
+        counts = ", ".join(f"{s} {v['count'] - v['dropped']}" for s, v in store.manifest["splits"].items())
+        lines.append(f"{path}: {counts} images at {size}x{size}, sizes, labels and sources match")
+    return lines
+
+
+def _manifest(out: Path, again: str) -> dict:
+    """manifest.json, whole and with every field a reader uses."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        for split in SPLITS:
+            int(manifest["splits"][split]["count"]), str(manifest["splits"][split]["listing"])
+        if not (isinstance(manifest["classes"], list) and isinstance(manifest["size"], int)):
+            raise TypeError("classes or size")
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{out}/manifest.json is not a store's manifest ({type(err).__name__}: {err}); {again}") from None
+    return manifest
+
+
+def _check_files(out: Path, manifest: dict, again: str) -> None:
+    """Every array as long as the manifest says, every label one of its classes (or -1): a
+    truncated or edited store is refused here, not as a reshape error in the middle of a run."""
+    s, classes = manifest["size"], len(manifest["classes"])
+    for split in SPLITS:
+        n = manifest["splits"][split]["count"]
+        images, labels = out / f"{split}.u8", out / f"{split}.labels.npy"
+        have = images.stat().st_size if images.is_file() else None
+        if have != n * s * s * 3:
+            raise DataError(f"{images} holds {have if have is not None else 'no'} bytes, its manifest says "
+                            f"{n} images of {s}x{s} ({n * s * s * 3} bytes): the store is truncated or altered; {again}")
+        try:
+            values = np.load(labels)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{labels} cannot be read ({err}); {again}") from None
+        if values.shape != (n,) or (n and (values.min() < -1 or values.max() >= classes)):
+            raise DataError(f"{labels} does not hold {n} labels from -1 to {classes - 1}: the store is altered; "
+                            f"{again}")
 
 
 def _available_memory() -> int:
