@@ -121,7 +121,8 @@ def prepare(folder: str = "imagenette2-224", size: int = 256, root: str | None =
             return out  # complete and current
         if not force:
             raise DataError(f"{out} was prepared from other files than {base} holds now (changed sources, "
-                            f"another format, or an altered manifest); prepare it again with `{prepare_command(folder, size)} --force`")
+                            f"another format, or an altered manifest); prepare it again with "
+                            f"`{prepare_command(folder, size)} --force`")
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

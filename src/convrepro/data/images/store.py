@@ -62,7 +62,8 @@ class ImageStore:
         if base.is_dir():  # sources still there: they must be the ones the store was made from
             for split in SPLITS:
                 classes, samples = list_split(base, split)
-                if listing_key(samples, f"size={size}", mtimes=False, base=base) != manifest["splits"][split]["listing"]:
+                listing = listing_key(samples, f"size={size}", mtimes=False, base=base)
+                if listing != manifest["splits"][split]["listing"]:
                     raise DataError(f"{out} was prepared from other files than {base}/{split} holds now; {again}")
                 if classes != manifest["classes"]:
                     raise DataError(f"{out}/manifest.json lists other classes than {base}/{split} holds "
@@ -123,7 +124,8 @@ def _manifest(out: Path, again: str) -> dict:
         if not (isinstance(manifest["classes"], list) and isinstance(manifest["size"], int)):
             raise TypeError("classes or size")
     except (ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{out}/manifest.json is not a store's manifest ({type(err).__name__}: {err}); {again}") from None
+        raise DataError(f"{out}/manifest.json is not a store's manifest ({type(err).__name__}: {err}); "
+                        f"{again}") from None
     return manifest
 
 
@@ -137,7 +139,8 @@ def _check_files(out: Path, manifest: dict, again: str) -> None:
         have = images.stat().st_size if images.is_file() else None
         if have != n * s * s * 3:
             raise DataError(f"{images} holds {have if have is not None else 'no'} bytes, its manifest says "
-                            f"{n} images of {s}x{s} ({n * s * s * 3} bytes): the store is truncated or altered; {again}")
+                            f"{n} images of {s}x{s} ({n * s * s * 3} bytes): the store is truncated or altered; "
+                            f"{again}")
         try:
             values = np.load(labels)
         except (OSError, ValueError) as err:
