@@ -22,7 +22,7 @@ SERVER_DIR ?= $(abspath mlflow-server)
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all lint bench bench-results bench-gpu reproduce-lecun1989 reproduce-waibel1989 reproduce-krizhevsky2012 \
-	reproduce-all clean-cache sweep-lecun1989 sweep-waibel1989 sweep-krizhevsky2012 report mlflow-ui mlflow-server clean
+	reproduce-all clean-cache sweep-lecun1989 sweep-waibel1989 sweep-krizhevsky2012 claims-krizhevsky2012 report mlflow-ui mlflow-server clean
 
 help: ## this list
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  make %-26s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -100,6 +100,15 @@ sweep-waibel1989: install ## SEEDS=5 seeds as one MLflow parent run (ARGS= overr
 sweep-krizhevsky2012: install ## SEEDS=5 seeds of the CPU variant as one parent run
 	$(VENV)/bin/convrepro-data prepare imagenette --size 146
 	$(PY) -m convrepro.train -m experiment=krizhevsky2012_cpu seed=$(SEED_LIST) $(OVERRIDES)
+
+# AlexNet's claims: the recipe and each ablation of experiments/krizhevsky2012/claims.yaml,
+# SEEDS seeds each (3 unless given), one MLflow parent per variant; meant for a GPU.
+CLAIM_SEEDS = $(if $(filter command line environment,$(origin SEEDS)),$(SEED_LIST),1,2,3)
+CLAIMS_JSON ?= experiments/krizhevsky2012/claims.json
+STORE_SIZE ?= 256
+claims-krizhevsky2012: install ## AlexNet's ablations as a table, 3 seeds each (SEEDS=, ARGS=, CLAIMS_JSON=)
+	$(VENV)/bin/convrepro-data prepare imagenette --size $(STORE_SIZE)
+	$(PY) -m convrepro.claims --seeds $(CLAIM_SEEDS) --json $(CLAIMS_JSON) $(OVERRIDES)
 
 # Paper versus reproduction for every paper: reports/index.html and reports/results.md.
 report: install ## reports/index.html and reports/results.md: every paper beside its runs

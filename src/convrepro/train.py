@@ -76,13 +76,14 @@ def make_trainer(cfg: DictConfig, checkpoint_dir: Path, logger=False, output_dir
     """The Trainer of every process of a run (only rank 0 passes a logger), with its pass checkpoint."""
     import pytorch_lightning as pl
 
-    from convrepro.training.callbacks import DeliverInterrupt, PassCheckpoint
+    from convrepro.training.callbacks import DeliverInterrupt, PassCheckpoint, StopAtFloor
 
     # Every pass ends with a checkpoint (weights, optimizer, loop position, RNG, history).
     checkpoint = PassCheckpoint(checkpoint_dir, cfg.training.checkpoint_every_n_steps,
                                 cfg.training.checkpoint_min_interval_s)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
-                         callbacks=[checkpoint, DeliverInterrupt()], default_root_dir=output_dir,
+                         callbacks=[checkpoint, DeliverInterrupt(), *[StopAtFloor()] * cfg.training.stop_at_floor],
+                         default_root_dir=output_dir,
                          enable_checkpointing=False)
     return trainer, checkpoint
 
@@ -134,11 +135,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
             recorder.record_replicas(tracked.client, tracked.run_id, task.replica_digests)
         final = recorder.record_final(tracked.client, tracked.run_id, task.history, results,
                                       datamodule.class_names, model, cfg, output_dir,
-                                      total_seconds=task.elapsed(), checkpoint=checkpoint.path)
+                                      total_seconds=task.elapsed(), checkpoint=checkpoint.path,
+                                      stop_reason=task.stop_reason)
     extra = extra_overrides(list(hydra_cfg.overrides.task))
     tracked.client.set_tag(tracked.run_id, "mlflow.note.content", run_note(cfg.name, final, tracked.name, extra))
     print_run_table(cfg.name, final, f"{tracked.name}, run {tracked.run_id}", deviations=extra,
-                    passes=cfg.trainer.max_epochs)
+                    passes=int(final["passes"]))
     print("next: `make mlflow-ui` for the run's curves and figures, `make report` for every paper beside its runs")
     return final
 

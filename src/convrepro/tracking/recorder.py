@@ -82,9 +82,11 @@ def log_counts(client: MlflowClient, run_id: str, datamodule) -> None:
 
 
 def record_final(client: MlflowClient, run_id: str, history: list[dict], results, class_names: list[str],
-                 model, cfg, output_dir: Path, total_seconds: float, checkpoint: Path | None) -> dict[str, float]:
+                 model, cfg, output_dir: Path, total_seconds: float, checkpoint: Path | None,
+                 stop_reason: str | None = None) -> dict[str, float]:
     """The end-of-run results (``training.final_evaluation.FinalResults``) as metrics, figures and
-    artifacts, with the checkpoint; returns the final metrics (the last pass's and the analyses')."""
+    artifacts, with the checkpoint; returns the final metrics (the last pass's and the analyses').
+    ``stop_reason``: why training ended before ``trainer.max_epochs`` (tag ``stop.reason``)."""
     last = history[-1] if history else {}
     final = {k: v for k, v in last.items() if k != "pass"}
     final.update(results.metrics)
@@ -93,6 +95,9 @@ def record_final(client: MlflowClient, run_id: str, history: list[dict], results
     final["time/total_seconds"] = total_seconds
     final["throughput/patterns_per_second"] = patterns / total_seconds if total_seconds else 0.0
     steps = len(history)
+    final["passes"] = float(steps)
+    if stop_reason:
+        client.set_tag(run_id, "stop.reason", stop_reason)
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), 0, steps)
                                       for k, v in final.items() if k not in last])
     figures = output_dir / "figures"

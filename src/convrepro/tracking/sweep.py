@@ -117,7 +117,9 @@ class SweepParentRun(Callback):
         if early_status is None:
             self.client.set_terminated(parent_id, "FINISHED" if finished else "FAILED")
             return
-        self.client.set_tag(parent_id, "error", f"the sweep stopped after {len(finished)} finished job(s); "
+        failed = next((c for c in children if c.info.status == "FAILED" and "error" in c.data.tags), None)
+        why = f" (run {failed.info.run_id} failed: {failed.data.tags['error'][:300]})" if failed else ""
+        self.client.set_tag(parent_id, "error", f"the sweep stopped after {len(finished)} finished job(s){why}; "
                                                 "the same command with resume=auto continues it")
         self.client.set_terminated(parent_id, early_status)
 

@@ -79,6 +79,7 @@ class ClassifierTask(pl.LightningModule):
         self.replica_digests: list[float] = []
         self._reset_sums()
         self.history: list[dict[str, float]] = []
+        self.stop_reason: str | None = None  # set by a callback that ends training early
         # Also set by on_train_epoch_start, which a run resumed in the middle of a pass skips.
         self._epoch_start, self._train_sums = time.perf_counter(), torch.zeros(3)
         self._training_ended: float | None = None  # when the pass's own evaluation began
