@@ -21,6 +21,6 @@ def test_help_lists_the_experiments_without_importing_lightning():
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "Pick a paper's recipe with experiment=" in out
-    assert "experiment: krizhevsky2012, krizhevsky2012_cpu" in out and "lecun1989_modern" in out
+    assert "experiment: krizhevsky2012, krizhevsky2012_claims, krizhevsky2012_cpu" in out and "lecun1989_modern" in out
     assert "h2_table" not in out  # not the whole composed config
     assert out.strip().endswith("no lightning")

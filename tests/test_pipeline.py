@@ -50,12 +50,26 @@ def tiny_run(tmp_path_factory):
 
 
 def test_run_is_named_and_finished(tiny_run):
-    _, run, result, _ = tiny_run
+    _, run, result, tmp = tiny_run
     assert run.info.run_name == "lecun1989-faithful-sgd-seed7"
     assert run.info.status == "FINISHED"
     assert "paper versus this run" in result.stdout
     # A user sees the passes and the table; nothing on stderr (no warnings, no library notes).
     assert [line for line in result.stderr.splitlines() if line.strip()] == []
+    lines = result.stdout.splitlines()
+    # Where the run goes and how to stop and continue it, before the first pass ...
+    assert lines[0].startswith(f"run {run.info.run_id} (lecun1989-faithful-sgd-seed7) in sqlite:///")
+    assert "on the CPU" in lines[0] and "precision 32-true" in lines[0] and "resume=auto continues it" in lines[0]
+    # ... then one line per pass: loss, the error measures, the time left for the whole run.
+    passes = [line for line in lines if line.startswith("pass ")]
+    assert [p.split(" · ")[0] for p in passes] == ["pass 1/2", "pass 2/2"]
+    assert "loss " in passes[0] and "test/error " in passes[0] and " left" in passes[0] and " left" not in passes[1]
+    # ... and the run is found by `convrepro-runs list` with the id beginning the commands take.
+    listed = subprocess.run([sys.executable, "-m", "convrepro.tracking.runs_cli", "list", "lecun1989", "--uri",
+                             f"sqlite:///{tmp / 'mlflow.db'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    row = listed.stdout.splitlines()[1].split()
+    assert row[:4] == [run.info.run_id[:8], "lecun1989", "lecun1989-faithful-sgd-seed7", "FINISHED"]
+    assert listed.stdout.rstrip().endswith(f"test/error {run.data.metrics['test/error']:.2f} %")
 
 
 def test_the_dashboard_shows_a_training_experiment_with_the_papers_numbers(tiny_run):

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from convrepro.data.paths import DEFAULT_ROOT
+from convrepro.data.paths import DEFAULT_ROOT, data_root
 from convrepro.errors import DataError
 
 
@@ -108,14 +108,22 @@ def _prepare(args) -> None:
 
 def _check(dataset: str, root: Path) -> None:
     """Every file hashed again (checking is hashing: the digest cache is what is being checked)."""
+    from convrepro.data.integrity import rehash
+
+    data_root(root)  # a missing root: the project's own message
+    rehash()
+    try:
+        _check_sets(dataset, root)
+    finally:
+        rehash(False)  # this process's later reads may trust the cache again
+
+
+def _check_sets(dataset: str, root: Path) -> None:
     from convrepro.data.images.store import check_stores
-    from convrepro.data.integrity import check_folder, rehash
+    from convrepro.data.integrity import check_folder
     from convrepro.data.usps import USPS
 
-    rehash()
     wanted = ("usps", "speech", "imagenette", "prepared") if dataset == "all" else (dataset,)
-    if not root.is_dir():
-        raise DataError(f"data root {root} does not exist: set CONVREPRO_DATA_DIR or pass --root")
     found = 0
     if "usps" in wanted and (dataset == "usps" or (root / "usps").is_dir()):
         for split in ("train", "test"):

@@ -76,13 +76,14 @@ def make_trainer(cfg: DictConfig, checkpoint_dir: Path, logger=False, output_dir
     """The Trainer of every process of a run (only rank 0 passes a logger), with its pass checkpoint."""
     import pytorch_lightning as pl
 
-    from convrepro.training.callbacks import DeliverInterrupt, PassCheckpoint, StopAtFloor
+    from convrepro.training.callbacks import DeliverInterrupt, PassCheckpoint, PassLine, StopAtFloor
 
     # Every pass ends with a checkpoint (weights, optimizer, loop position, RNG, history).
     checkpoint = PassCheckpoint(checkpoint_dir, cfg.training.checkpoint_every_n_steps,
                                 cfg.training.checkpoint_min_interval_s)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger,
-                         callbacks=[checkpoint, DeliverInterrupt(), *[StopAtFloor()] * cfg.training.stop_at_floor],
+                         callbacks=[checkpoint, DeliverInterrupt(), *[StopAtFloor()] * cfg.training.stop_at_floor,
+                                    *[PassLine()] * bool(logger)],
                          default_root_dir=output_dir,
                          enable_checkpointing=False)
     return trainer, checkpoint

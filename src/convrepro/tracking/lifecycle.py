@@ -128,6 +128,9 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
             client.update_run(run_id, "RUNNING")
             client.set_tag(run_id, "resumed", f"from {resume_ckpt}")
         else:
+            print(f"run {run_id} ({name}) in {uri}, experiment {cfg.logger.experiment_name}; "
+                  f"{_device(cfg)}, precision {cfg.trainer.precision}; Ctrl-C stops it after the current step, "
+                  "and the same command with resume=auto continues it", flush=True)
             recorder.log_config(client, run_id, cfg, output_dir)
             recorder.log_counts(client, run_id, datamodule)
             client.set_tag(run_id, "checkpoint.dir", str(checkpoint_dir(run_id)))
@@ -172,6 +175,15 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
             print(f"warning: run {run_id} could not be marked {status} in the tracking store (is its disk full?); "
                   "`convrepro-runs clean` ends it later", file=sys.stderr)
         lock.close()
+
+
+def _device(cfg: DictConfig) -> str:
+    import torch
+
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return f"on {torch.cuda.get_device_name(0)}"
+    return f"on the CPU ({torch.get_num_threads()} threads)"
 
 
 def _keep_error_as_history(client: MlflowClient, run_id: str) -> None:

@@ -1,5 +1,7 @@
 """``convrepro-runs clean``: end the runs a ``kill -9`` (or a lost machine) left RUNNING;
-``convrepro-runs links``: each experiment's runs table in the dashboard, its measures shown.
+``convrepro-runs links``: each experiment's runs table in the dashboard, its measures shown;
+``convrepro-runs list``: the runs of the store (or of one experiment), newest first, with the
+ids that ``resume=``, ``convrepro-rerun`` and ``convrepro-compare`` take.
 
 Every run records the host and process id that run it (tags ``process.host`` and
 ``process.pid``).  A RUNNING run whose process is gone from this host is marked KILLED;
@@ -8,6 +10,7 @@ a RUNNING run of another host is marked KILLED only when it started more than
 
     convrepro-runs clean [--experiment lecun1989] [--older-than-hours 24] [--dry-run]
     convrepro-runs links [--base http://127.0.0.1:5000]
+    convrepro-runs list [EXPERIMENT] [--limit 20]
 """
 
 from __future__ import annotations
@@ -56,6 +59,37 @@ def stale_runs(client: MlflowClient, experiments: list[str] | None, older_than_h
     return stale
 
 
+HEADLINES = ("test/error", "val_10crop/error", "val/error")  # the first a run has is shown
+
+
+def list_runs(client: MlflowClient, experiment: str | None, limit: int) -> int:
+    exps = client.search_experiments() if experiment is None else [client.get_experiment_by_name(experiment)]
+    if exps == [None]:
+        names = ", ".join(sorted(e.name for e in client.search_experiments()))
+        print(f"error: no experiment {experiment!r} in the store (it has: {names or 'none'})", file=sys.stderr)
+        return 2
+    names = {e.experiment_id: e.name for e in exps}
+    runs = client.search_runs(list(names), order_by=["attributes.start_time DESC"], max_results=max(limit, 1)) \
+        if names else []
+    print(f"{'id':8s}  {'experiment':15s} {'name':42s} {'status':8s} {'started':16s} headline")
+    for run in runs:
+        metrics = run.data.metrics
+        key = next((k for k in HEADLINES if k in metrics), None)
+        sweep = " (sweep: mean)" if run.data.tags.get("sweep") == "parent" else ""
+        if key is None and sweep:
+            key = next((k for k in HEADLINES if f"{k}/mean" in metrics), None)
+            value = metrics.get(f"{key}/mean") if key else None
+        else:
+            value = metrics.get(key) if key else None
+        headline = f"{key} {value:.2f} %{sweep}" if value is not None else "-"
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
+        print(f"{run.info.run_id[:8]}  {names[run.info.experiment_id]:15.15s} {run.info.run_name[:42]:42s} "
+              f"{run.info.status:8s} {started:16s} {headline}")
+    if not runs:
+        print("no runs yet: `make reproduce-lecun1989` makes the first")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convrepro-runs", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     links = sub.add_parser("links", help="print each experiment's dashboard link (runs table with its measures)")
     links.add_argument("--base", default="http://127.0.0.1:5000", help="where the MLflow UI is served")
     add_uri_argument(links)
+    listing = sub.add_parser("list", help="the runs, newest first: id, name, status, start, headline error")
+    listing.add_argument("experiment", nargs="?", help="only this experiment (lecun1989, waibel1989, krizhevsky2012)")
+    listing.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
+    add_uri_argument(listing)
     args = parser.parse_args(argv)
     try:
         check(args.uri, must_exist=True)
@@ -74,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     client = MlflowClient(args.uri)
+    if args.command == "list":
+        return list_runs(client, args.experiment, args.limit)
     if args.command == "links":
         for experiment in sorted(client.search_experiments(), key=lambda e: e.name):
             if SHARED_VIEW_TAG + SHARED_VIEW_KEY in experiment.tags:

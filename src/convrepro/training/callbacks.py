@@ -151,3 +151,41 @@ class StopAtFloor(pl.Callback):
                 trainer.should_stop = True
                 pl_module.stop_reason = (f"the plateau rule reached its floor (learning rate {rates[0]:g}) "
                                          f"after pass {pl_module.current_epoch + 1}")
+
+
+class PassLine(pl.Callback):
+    """One line per pass, where a progress bar alone says little: the pass of how many, the
+    training loss, the error measures of the pass, and the time left for the whole run (from
+    the passes this process has made)."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start, self._first = time.perf_counter(), pl_module.current_epoch
+        if pl_module.current_epoch:
+            self._print(trainer, f"resumed at pass {pl_module.current_epoch + 1} of {trainer.max_epochs}")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.after_pass.append(lambda: self._pass_end(trainer, pl_module))
+
+    def _pass_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        done, total = pl_module.current_epoch + 1, trainer.max_epochs
+        entry = pl_module.history[-1] if pl_module.history else {}
+        parts = [f"pass {done}/{total}"]
+        if "train/running_loss" in entry:
+            parts.append(f"loss {entry['train/running_loss']:.4g}")
+        parts += [f"{key} {value:.2f} %" for key, value in entry.items() if key.endswith("error")]
+        elapsed = time.perf_counter() - self._start
+        made = done - self._first
+        left = elapsed / made * (total - done) if made and total and total > 0 else 0.0
+        parts.append(f"{_clock(elapsed)} elapsed, ~{_clock(left)} left" if done < (total or 0) else
+                     f"{_clock(elapsed)} elapsed")
+        self._print(trainer, " · ".join(parts))
+
+    @staticmethod
+    def _print(trainer: pl.Trainer, line: str) -> None:
+        bar = trainer.progress_bar_callback
+        (bar.print if bar is not None else print)(line)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
