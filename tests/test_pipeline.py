@@ -292,10 +292,15 @@ def test_sweep_is_a_parent_run_with_nested_children_and_aggregates(tmp_path):
     assert parent.info.status == "FINISHED"
     errors = [c.data.metrics["test/error"] for c in children]
     m = parent.data.metrics
-    assert m["test/error/n"] == 2 and m["sweep/finished"] == 2
-    assert m["test/error/mean"] == pytest.approx(sum(errors) / 2)
-    assert m["test/error/sd"] == pytest.approx(abs(errors[0] - errors[1]) / 2**0.5)
+    # under the children's own names, so that the dashboard's columns show them on the parent's row
+    assert m["test/error_n"] == 2 and m["sweep/finished"] == 2
+    assert m["test/error"] == pytest.approx(sum(errors) / 2)
+    assert m["test/error_sd"] == pytest.approx(abs(errors[0] - errors[1]) / 2**0.5)
     assert "seed=1,2" in parent.data.tags["sweep.overrides"]
+    # the sweep ends with its result, not only the last job's table
+    end = result.stdout[result.stdout.index(f"sweep {parent.info.run_id}: 2 finished run(s)"):].splitlines()
+    row = next(line.split() for line in end if line.strip().startswith("test/error"))
+    assert row[:4] == ["test/error", f"{m['test/error']:.3f}", "±", f"{m['test/error_sd']:.3f}"] and row[-1] == "2)"
 
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
@@ -483,7 +488,7 @@ def test_an_interrupted_sweep_ends_killed_and_resume_auto_finishes_it_under_the_
     assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(c.data.tags["seed"] for c in children) == ["1", "2"]  # job 1 not run again, job 2 resumed
-    assert {c.info.status for c in children} == {"FINISHED"} and again.data.metrics["test/error/n"] == 2
+    assert {c.info.status for c in children} == {"FINISHED"} and again.data.metrics["test/error_n"] == 2
     assert "resumed" in next(c for c in children if c.data.tags["seed"] == "2").data.tags
 
 

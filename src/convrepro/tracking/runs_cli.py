@@ -75,13 +75,8 @@ def list_runs(client: MlflowClient, experiment: str | None, limit: int) -> int:
     for run in runs:
         metrics = run.data.metrics
         key = next((k for k in HEADLINES if k in metrics), None)
-        sweep = " (sweep: mean)" if run.data.tags.get("sweep") == "parent" else ""
-        if key is None and sweep:
-            key = next((k for k in HEADLINES if f"{k}/mean" in metrics), None)
-            value = metrics.get(f"{key}/mean") if key else None
-        else:
-            value = metrics.get(key) if key else None
-        headline = f"{key} {value:.2f} %{sweep}" if value is not None else "-"
+        sweep = f" (mean of {metrics.get(f'{key}_n', 0):.0f})" if run.data.tags.get("sweep") == "parent" else ""
+        headline = f"{key} {metrics[key]:.2f} %{sweep}" if key else "-"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
         print(f"{run.info.run_id[:8]}  {names[run.info.experiment_id]:15.15s} {run.info.run_name[:42]:42s} "
               f"{run.info.status:8s} {started:16s} {headline}")

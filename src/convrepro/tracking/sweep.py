@@ -5,8 +5,8 @@ the store, so parallel jobs never race to create its tables) and exports its id 
 ``CONVREPRO_PARENT_RUN_ID`` (each job's run then carries ``mlflow.parentRunId``).  Jobs that
 do not inherit the environment (Hydra's submitit launcher on SLURM nodes) find the parent
 by the sweep folder it is tagged with, which every job of the sweep knows; after
-the last job it logs, on the parent, the mean, sd and n of every final metric of its
-finished children, and the sweep's overrides.
+the last job it logs, on the parent, the mean (under the children's metric names), sd and n of every final metric
+of its finished children, and the sweep's overrides.
 
 A sweep that stops early (Ctrl-C, a job's error) still ends its parent -- KILLED or FAILED,
 with the summary of the jobs finished so far -- or deletes it when no job began (a bad
@@ -116,6 +116,7 @@ class SweepParentRun(Callback):
             self.client.log_metric(parent_id, key, value)
         if early_status is None:
             self.client.set_terminated(parent_id, "FINISHED" if finished else "FAILED")
+            _print_summary(parent_id, finished)
             return
         failed = next((c for c in children if c.info.status == "FAILED" and "error" in c.data.tags), None)
         why = f" (run {failed.info.run_id} failed: {failed.data.tags['error'][:300]})" if failed else ""
@@ -132,6 +133,16 @@ class SweepParentRun(Callback):
         self._end(status, children)
 
 
+def _print_summary(parent_id: str, finished: list) -> None:
+    """The sweep's result where it ends: mean ± sd (n) of the error measures over its runs."""
+    summary = aggregate(finished)
+    keys = [k for k in summary if k.endswith("error") and not k.startswith(("train/running", "shift/"))]
+    print(f"sweep {parent_id}: {len(finished)} finished run(s)")
+    for key in keys:
+        print(f"  {key:28s} {summary[key]:8.3f} ± {summary[f'{key}_sd']:.3f} %  (n {summary[f'{key}_n']:.0f})")
+    print("next: `make report` for the papers beside these runs, `make mlflow-ui` for the runs table")
+
+
 def finished_job(client: MlflowClient, experiment_id: str, parent_id: str, config_hash: str):
     """The FINISHED run of this job's configuration under this sweep parent, if any (a
     continued sweep skips it)."""
@@ -142,11 +153,12 @@ def finished_job(client: MlflowClient, experiment_id: str, parent_id: str, confi
 
 
 def aggregate(runs) -> dict[str, float]:
-    """``<metric>/mean``, ``/sd`` and ``/n`` over the runs' final values of each metric."""
+    """Over the runs' final values of each metric: the mean under the metric's own name (so that
+    the dashboard's columns show it on the parent's row), ``<metric>_sd`` and ``<metric>_n``."""
     keys = sorted({key for run in runs for key in run.data.metrics})
     out = {}
     for key in keys:
         summary = summarise(run.data.metrics[key] for run in runs if key in run.data.metrics)
         if summary is not None:
-            out.update({f"{key}/mean": summary.mean, f"{key}/sd": summary.sd, f"{key}/n": float(summary.n)})
+            out.update({key: summary.mean, f"{key}_sd": summary.sd, f"{key}_n": float(summary.n)})
     return out
