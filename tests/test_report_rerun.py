@@ -257,3 +257,20 @@ def test_runs_are_pooled_only_with_the_same_configuration_and_a_rerun_counts_onc
     assert summary_main(["lecun1989", "--uri", uri]) == 0
     out = capsys.readouterr().out
     assert "(not the recipe)" in out and "(1 run)" in out and "± 0 " not in out
+
+
+def test_summary_headers_tell_groups_apart_at_80_columns_and_durations_read_as_the_run_table(store, monkeypatch,
+                                                                                            capsys):
+    from convrepro.report.cli import main as summary_main
+
+    tmp, _, _ = store
+    monkeypatch.setenv("COLUMNS", "80")
+    assert summary_main(["lecun1989", "--uri", f"sqlite:///{tmp / 'mlflow.db'}"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines() if line.startswith(("┃", "│"))) <= 80
+    header = " ".join(line for line in out.splitlines() if line.startswith("┃"))
+    assert "[1]" in header and "[2]" in header and "faithful-sdlm" in header and "faithful-sgd" in header
+    legend = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(legend) == 2 and legend[0].startswith("[1] faithful-sdlm [") and ": runs " in legend[0]
+    wall = next(line for line in out.splitlines() if line.startswith("│ wall time"))
+    assert "3 days" in wall and "259200" not in wall and " s " in wall  # the paper's and the runs' durations
