@@ -62,6 +62,13 @@ def test_report_tables_equal_the_latest_sweep_in_mlflow(store):
     curves = "lecun1989_faithful-sgd_data.train_subset_300_trainer.max_epochs_2_curves"
     assert re.search(rf"!\[{curves}\]\(figures/{curves}\.png\)", md)
     assert (tmp / "reports" / "figures" / f"{curves}.png").stat().st_size > 1000
+    # The page opens with the papers side by side; these 2-pass runs are no recipe run, and say so.
+    top = md.split("\n## ")[0]
+    assert "| LeCun et al. 1989 | test error after 23 passes (%) | 5 | no recipe run yet (`make reproduce-lecun1989`)" \
+        in top
+    assert '<a href="#lecun1989">LeCun et al. 1989</a>' in html and '<h2 id="lecun1989">' in html
+    listed = md[md.index("Runs with overrides"):].splitlines()
+    assert any(line.startswith(f"- {GROUP}: 2 run(s), test/error {mean:.4g} (above)") for line in listed), listed
     # Two passes on 300 digits are not the paper's recipe: no verdict beside the paper.
     assert "not the recipe" in md and "| reproduced |" not in md and "| missed |" not in md
 
@@ -256,7 +263,7 @@ def test_runs_are_pooled_only_with_the_same_configuration_and_a_rerun_counts_onc
     monkeypatch.setenv("COLUMNS", "400")  # one table row per line
     assert summary_main(["lecun1989", "--uri", uri]) == 0
     out = capsys.readouterr().out
-    assert "(not the recipe)" in out and "(1 run)" in out and "± 0 " not in out
+    assert "(overrides)" in out and "(1 run)" in out and "± 0 " not in out
 
 
 def test_summary_headers_tell_groups_apart_at_80_columns_and_durations_read_as_the_run_table(store, monkeypatch,
@@ -271,6 +278,6 @@ def test_summary_headers_tell_groups_apart_at_80_columns_and_durations_read_as_t
     header = " ".join(line for line in out.splitlines() if line.startswith("┃"))
     assert "[1]" in header and "[2]" in header and "faithful-sdlm" in header and "faithful-sgd" in header
     legend = [line for line in out.splitlines() if line.startswith("[")]
-    assert len(legend) == 2 and legend[0].startswith("[1] faithful-sdlm [") and ": runs " in legend[0]
+    assert len(legend) >= 2 and legend[0].startswith("[1] faithful-sdlm [") and ": runs " in legend[0]
     wall = next(line for line in out.splitlines() if line.startswith("│ wall time"))
     assert "3 days" in wall and "259200" not in wall and " s " in wall  # the paper's and the runs' durations

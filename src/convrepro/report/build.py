@@ -65,7 +65,7 @@ def seed_curves(client: MlflowClient, group: Group, keys: list[str], path: Path,
     for ax, key in zip(axes[0], keys, strict=False):
         for run in group.runs:
             history = client.get_metric_history(run.info.run_id, key)
-            if history:
+            if len(history) >= 2:  # one point is no curve
                 drawn = True
                 ax.plot([m.step for m in history], [m.value for m in history], marker="o", ms=2,
                         label=f"seed {run.data.tags.get('seed', '?')}")
@@ -107,69 +107,127 @@ def _fmt(v: float | None, key: str = "") -> str:
     return duration(v) if key.endswith("seconds") else f"{v:.4g}"
 
 
+HOW_TO_RUN = {"lecun1989": "make reproduce-lecun1989", "waibel1989": "make reproduce-waibel1989",
+              "krizhevsky2012": "make reproduce-krizhevsky2012"}
+
+
 def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
-    """Write the report; returns what it wrote, per paper and group (the tests read it)."""
+    """Write the report; returns what it wrote, per paper and group (the tests read it).
+
+    The page opens with one table of the papers (each headline number beside the best recipe
+    group's); then per paper its recipe groups in full (table, every seed's curves, the best
+    run's figures) and the groups with overrides (smoke runs, variants) as a short list."""
     client = MlflowClient(uri)
     out.mkdir(parents=True, exist_ok=True)
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
-    md = [f"# convrepro — paper versus reproduction\n\nTracking store: `{uri}`\n"]
-    body = []
+    sections_md, sections_html, overview = [], [], []
     written: dict = {}
     for experiment in selected or papers():
         paper = load_paper(experiment)
-        citation, metrics, primary = paper.citation, paper.metrics, paper.primary
-        groups = groups_for(client, experiment, [m.key for m in metrics])
-        md.append(f"\n## {citation}\n")
-        body.append(f"<h2>{html.escape(citation)}</h2>")
+        groups = groups_for(client, experiment, [m.key for m in paper.metrics])
+        overview.append(_overview_row(experiment, paper, groups))
+        md, body = sections_md, sections_html
+        md.append(f"\n## {paper.citation}\n")
+        body.append(f'<h2 id="{experiment}">{html.escape(paper.citation)}</h2>')
         if not groups:
-            md.append("No finished runs yet.\n")
-            body.append("<p>No finished runs yet.</p>")
-            continue
-        for group in groups:
-            best = best_run(group, primary)
-            written.setdefault(experiment, {})[group.key] = {"runs": [r.info.run_id for r in group.runs],
-                                                             "best": best.info.run_id if best else None}
-            md.append(f"\n### {group.key} — {group.source}\n")
-            md.append(f"Best run by {primary}: `{best.info.run_id}` ({best.info.run_name}); {provenance(best)}\n")
-            md.append("| measure | paper | reproduction mean ± sd (n) | min | max | tolerance | verdict |")
-            md.append("|---|---|---|---|---|---|---|")
-            rows = []
-            for m in metrics:
-                agg = group.aggregates.get(m.key)
-                repro = "-" if agg is None else (f"{agg.mean:.4g} (1 run)" if agg.n == 1
-                                                 else f"{agg.mean:.4g} ± {agg.sd:.2g} ({agg.n})")
-                judged = (judge(m, agg and agg.mean, agg and agg.sd, agg.n if agg else 1) if is_recipe(group.key)
-                          else Judgement("not the recipe", ""))
-                cells = [m.label, _fmt(m.paper, m.key), repro, _fmt(agg and agg.minimum, m.key),
-                         _fmt(agg and agg.maximum, m.key), judged.rule, judged.verdict]
-                md.append("| " + " | ".join(cells) + " |")
-                rows.append(cells)
-            body.append(f"<h3>{html.escape(group.key)} <small>{html.escape(group.source)}</small></h3>")
-            body.append(f"<p>Best run by <code>{html.escape(primary)}</code>: <code>{best.info.run_id}</code> "
-                        f"({html.escape(best.info.run_name)}); {html.escape(provenance(best))}</p>")
-            body.append(_html_table(["measure", "paper", "reproduction mean ± sd (n)", "min", "max", "tolerance",
-                                     "verdict"], rows))
-            pictures = []
-            stem = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{experiment}_{group.key}").strip("_")
-            if len(stem) > 100:  # a group of many overrides: a file name the file system takes
-                stem = f"{stem[:80]}_{hashlib.sha1(stem.encode()).hexdigest()[:10]}"
-            curve = seed_curves(client, group, paper.curves, figures / f"{stem}_curves.png",
-                                f"{experiment} {group.key}: every seed")
-            if curve:
-                pictures.append(curve)
-            pictures += run_figures(client, best, figures)
-            for picture in pictures:
-                md.append(f"\n![{picture.stem}](figures/{picture.name})")
-                data = base64.b64encode(picture.read_bytes()).decode()
-                body.append(f'<figure><img alt="{picture.stem}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{html.escape(caption(picture.stem))}</figcaption></figure>")
-            md.append("")
+            how = HOW_TO_RUN.get(experiment, f"convrepro-train experiment={experiment}")
+            md.append(f"No finished runs yet: `{how}` makes the first.\n")
+            body.append(f"<p>No finished runs yet: <code>{html.escape(how)}</code> makes the first.</p>")
+        recipe = [g for g in groups if is_recipe(g.key)]
+        others = [g for g in groups if not is_recipe(g.key)]
+        for group in recipe + [g for g in others if _passes(g) >= 2]:
+            _group_section(client, experiment, paper, group, figures, md, body, written)
+        if others:
+            items = [f"{g.key}: {len(g.runs)} run(s), {paper.primary} {_fmt(_mean(g, paper.primary))}"
+                     + (" (above)" if _passes(g) >= 2 else "") for g in others]
+            md.append("\nRuns with overrides (not the paper's recipe; one-pass smoke runs get no figures):\n")
+            md += [f"- {item}" for item in items]
+            body.append("<details><summary>Runs with overrides (not the paper's recipe)</summary><ul>"
+                        + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul></details>")
+            for g in others:
+                written.setdefault(experiment, {}).setdefault(g.key, {"runs": [r.info.run_id for r in g.runs],
+                                                                      "best": None})
         if experiment == claims.EXPERIMENT:
             _claims(client, figures, md, body, written)
+    header = ["paper", "headline measure", "paper", "best recipe group: mean ± sd (n)", "verdict"]
+    md = [f"# convrepro — paper versus reproduction\n\nTracking store: `{uri}`\n",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+          *("| " + " | ".join(row) + " |" for row in overview), *sections_md]
+    linked = [[f'<a href="#{e}">{html.escape(row[0])}</a>', *map(html.escape, row[1:])]
+              for e, row in zip(selected or papers(), overview, strict=True)]
+    top = _html_table(header, linked, escaped=True)
     (out / "results.md").write_text("\n".join(md) + "\n")
-    (out / "index.html").write_text(_page("\n".join(body), uri))
+    (out / "index.html").write_text(_page(top + "\n" + "\n".join(sections_html), uri))
     return written
+
+
+def _passes(group: Group) -> int:
+    """The most passes a run of the group made (runs before the ``passes`` metric: their setting)."""
+    return max((int(r.data.metrics.get("passes", r.data.params.get("trainer.max_epochs", 0))) for r in group.runs),
+               default=0)
+
+
+def _mean(group: Group, key: str) -> float | None:
+    agg = group.aggregates.get(key)
+    return agg.mean if agg else None
+
+
+def _overview_row(experiment: str, paper, groups: list[Group]) -> list[str]:
+    """The paper's headline number beside the best recipe group's mean (the lowest)."""
+    metric = next((m for m in paper.metrics if m.key == paper.primary), paper.metrics[0])
+    scored = [g for g in groups if is_recipe(g.key) and metric.key in g.aggregates]
+    if not scored:
+        return [paper.citation.split(" (")[0], metric.label, _fmt(metric.paper, metric.key),
+                f"no recipe run yet (`{HOW_TO_RUN.get(experiment, experiment)}`)", "-"]
+    best = min(scored, key=lambda g: g.aggregates[metric.key].mean)
+    agg = best.aggregates[metric.key]
+    judged = judge(metric, agg.mean, agg.sd, agg.n)
+    return [paper.citation.split(" (")[0], metric.label, _fmt(metric.paper, metric.key),
+            (f"{agg.mean:.4g} ± {agg.sd:.2g} ({agg.n})" if agg.n > 1 else f"{agg.mean:.4g} (1)") + f" [{best.key}]",
+            judged.verdict or "-"]
+
+
+def _group_section(client, experiment, paper, group, figures, md, body, written) -> None:
+    primary = paper.primary
+    best = best_run(group, primary)
+    written.setdefault(experiment, {})[group.key] = {"runs": [r.info.run_id for r in group.runs],
+                                                     "best": best.info.run_id if best else None}
+    md.append(f"\n### {group.key} — {group.source}\n")
+    md.append(f"Best run by {primary}: `{best.info.run_id}` ({best.info.run_name}); {provenance(best)}\n")
+    md.append("| measure | paper | reproduction mean ± sd (n) | min | max | tolerance | verdict |")
+    md.append("|---|---|---|---|---|---|---|")
+    rows = []
+    for m in paper.metrics:
+        agg = group.aggregates.get(m.key)
+        repro = "-" if agg is None else (f"{agg.mean:.4g} (1 run)" if agg.n == 1
+                                         else f"{agg.mean:.4g} ± {agg.sd:.2g} ({agg.n})")
+        judged = (judge(m, agg and agg.mean, agg and agg.sd, agg.n if agg else 1) if is_recipe(group.key)
+                  else Judgement("not the recipe", ""))
+        cells = [m.label, _fmt(m.paper, m.key), repro, _fmt(agg and agg.minimum, m.key),
+                 _fmt(agg and agg.maximum, m.key), judged.rule, judged.verdict]
+        md.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    body.append(f"<h3>{html.escape(group.key)} <small>{html.escape(group.source)}</small></h3>")
+    body.append(f"<p>Best run by <code>{html.escape(primary)}</code>: <code>{best.info.run_id}</code> "
+                f"({html.escape(best.info.run_name)}); {html.escape(provenance(best))}</p>")
+    body.append(_html_table(["measure", "paper", "reproduction mean ± sd (n)", "min", "max", "tolerance",
+                             "verdict"], rows))
+    pictures = []
+    stem = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{experiment}_{group.key}").strip("_")
+    if len(stem) > 100:  # a group of many overrides: a file name the file system takes
+        stem = f"{stem[:80]}_{hashlib.sha1(stem.encode()).hexdigest()[:10]}"
+    curve = seed_curves(client, group, paper.curves, figures / f"{stem}_curves.png",
+                        f"{experiment} {group.key}: every seed")
+    if curve:
+        pictures.append(curve)
+    pictures += run_figures(client, best, figures)
+    for picture in pictures:
+        md.append(f"\n![{picture.stem}](figures/{picture.name})")
+        data = base64.b64encode(picture.read_bytes()).decode()
+        body.append(f'<figure><img alt="{picture.stem}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{html.escape(caption(picture.stem))}</figcaption></figure>")
+    md.append("")
 
 
 def _claims(client: MlflowClient, figures: Path, md: list[str], body: list[str], written: dict) -> None:
@@ -195,13 +253,13 @@ def _claims(client: MlflowClient, figures: Path, md: list[str], body: list[str],
                     "<figcaption>Δ top-1 per claim (± 2 standard errors) beside the paper's</figcaption></figure>")
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+def _html_table(header: list[str], rows: list[list[str]], escaped: bool = False) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     lines = []
     for row in rows:
         cls = {"reproduced": "ok", "goal met": "ok", "missed": "miss", "goal missed": "miss"}.get(row[-1], "")
-        cells = "".join(f"<td>{html.escape(c)}</td>" for c in row[:-1])
-        lines.append(f'<tr>{cells}<td class="{cls}">{html.escape(row[-1])}</td></tr>')
+        cells = "".join(f"<td>{c if escaped else html.escape(c)}</td>" for c in row[:-1])
+        lines.append(f'<tr>{cells}<td class="{cls}">{row[-1] if escaped else html.escape(row[-1])}</td></tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
 
 
