@@ -88,6 +88,8 @@ def test_a_data_root_variable_set_but_empty_is_refused(monkeypatch):
     monkeypatch.setenv("CONVREPRO_DATA_DIR", "")
     with pytest.raises(DataError, match="CONVREPRO_DATA_DIR is set but empty"):
         USPS(split="train")
+    with pytest.raises(DataError, match="CONVREPRO_DATA_DIR is set but empty"):
+        USPS("", split="train")  # what a run's config hands on (paths.data reads the same variable)
 
 
 def test_missing_data_root_says_how_to_set_it(tmp_path):

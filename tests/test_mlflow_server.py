@@ -136,6 +136,10 @@ def test_run_logged_to_a_server_is_in_the_rest_api_and_the_ui(server, tmp_path):
                          capture_output=True, text=True, timeout=180).stdout
     assert "lecun1989-faithful-sgd-seed4" in dom, dom[-2000:]
     assert "shared view" in dom  # MLflow's banner: the view came from the experiment's tag
+    # In MLflow's model-training mode (the link's workflowType), not its GenAI one: the sidebar
+    # reads Runs / Models / Traces, without Sessions, Judges and Prompts.
+    assert ">Models<" in dom and ">Runs<" in dom, dom[-2000:]
+    assert not [w for w in (">Prompts<", ">Judges<", ">Sessions<") if w in dom], dom[-2000:]
     # The grid draws only the columns in sight (metric columns in name order): the first is there.
     assert 'col-id="metrics.`test/error`"' in dom, dom[-3000:]
     assert f">{metrics['test/error']!r}"[:7] in dom

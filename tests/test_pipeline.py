@@ -93,7 +93,9 @@ def test_links_name_each_experiments_shared_view(tiny_run, capsys):
 
     client, run, _, tmp = tiny_run
     assert main(["links", "--uri", f"sqlite:///{tmp / 'mlflow.db'}", "--base", "http://h:5001/"]) == 0
-    expected = f"http://h:5001/#/experiments/{run.info.experiment_id}/runs?viewStateShareKey=convrepro"
+    # the shared view, in MLflow's model-training mode (not its GenAI one)
+    expected = (f"http://h:5001/#/experiments/{run.info.experiment_id}/runs?viewStateShareKey=convrepro"
+                "&workflowType=machine_learning")
     assert capsys.readouterr().out.split() == ["lecun1989", expected]
 
 

@@ -17,7 +17,8 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    if root is None and os.environ.get("CONVREPRO_DATA_DIR", None) == "":
+    # Not only a direct call: a run's config reads the variable too (paths.data), and hands its empty value on.
+    if not root and os.environ.get("CONVREPRO_DATA_DIR", None) == "":
         raise DataError("CONVREPRO_DATA_DIR is set but empty: set it to the data root (the folder that holds "
                         "usps/, speech/ and imagenette2-224/), or unset it for the default "
                         f"{DEFAULT_ROOT}")

@@ -30,8 +30,11 @@ def shared_view(columns: list[str]) -> str:
 
 
 def dashboard_url(base: str, experiment_id: str) -> str:
-    """The experiment's runs table in MLflow's UI at ``base``, with the paper's measures shown."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={SHARED_VIEW_KEY}"
+    """The experiment's runs table in MLflow's UI at ``base``, with the paper's measures shown, in
+    the UI's model-training mode: MLflow 3 opens in its GenAI mode (traces, judges, prompts)
+    unless the link's ``workflowType`` says otherwise (mlflow/mlflow#24498)."""
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={SHARED_VIEW_KEY}"
+            "&workflowType=machine_learning")
 
 
 def ensure_experiment(uri: str, name: str, artifact_root: str, note: str | None = None,
