@@ -35,7 +35,7 @@ def test_a_toy_paper_added_as_the_guide_says_trains_and_shows_up_in_the_report(t
                               "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/o"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
-        assert "Toy et al. 1990 (a walk-through) — paper versus this run (toy1990-faithful-sgd-seed0" in \
+        assert "Toy et al. 1990 (a walk-through) — paper versus this run (faithful-sgd-seed0" in \
             " ".join(run.stdout.split())
         assert re.search(r"test error after 2 passes \(%\)\s*│\s*5\s*│\s*[\d.]+\s*│", run.stdout), run.stdout[-2000:]
         report = subprocess.run([sys.executable, "-m", "convrepro.report.build", "--paper", "toy1990", "--out",

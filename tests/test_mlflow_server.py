@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,7 +106,7 @@ def test_run_logged_to_a_server_is_in_the_rest_api_and_the_ui(server, tmp_path):
     runs = _post(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     assert len(runs) == 1
     run = runs[0]
-    assert run["info"]["status"] == "FINISHED" and run["info"]["run_name"] == "lecun1989-faithful-sgd-seed4"
+    assert run["info"]["status"] == "FINISHED" and run["info"]["run_name"] == "faithful-sgd-seed4"
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     assert params["seed"] == "4" and params["data.count.train"] == "200"
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
@@ -124,7 +125,7 @@ def test_run_logged_to_a_server_is_in_the_rest_api_and_the_ui(server, tmp_path):
                           "--virtual-time-budget=30000", "--dump-dom", page],
                          capture_output=True, text=True, timeout=180).stdout
     assert "Runs - Experiment" in dom, dom[-2000:]
-    assert "lecun1989-faithful-sgd-seed4" in dom
+    assert "faithful-sgd-seed4" in dom
     assert "test/error" not in dom  # MLflow's own default: no metric columns
 
     # The link `convrepro-runs links` prints: the same table with the paper's measures.
@@ -134,7 +135,7 @@ def test_run_logged_to_a_server_is_in_the_rest_api_and_the_ui(server, tmp_path):
                           "--virtual-time-budget=30000", "--dump-dom",
                           dashboard_url(server, experiment["experiment_id"])],
                          capture_output=True, text=True, timeout=180).stdout
-    assert "lecun1989-faithful-sgd-seed4" in dom, dom[-2000:]
+    assert "faithful-sgd-seed4" in dom, dom[-2000:]
     assert "shared view" in dom  # MLflow's banner: the view came from the experiment's tag
     # In MLflow's model-training mode (the link's workflowType), not its GenAI one: the sidebar
     # reads Runs / Models / Traces, without Sessions, Judges and Prompts.
@@ -254,3 +255,35 @@ def test_a_server_that_dies_mid_run_ends_it_within_its_patience_and_resume_auto_
         for key in ("test/error", "train/running_loss"):
             history = _get(base, "metrics/get-history", run_id=run["info"]["run_id"], metric_key=key)["metrics"]
             assert sorted(m["step"] for m in history) == [1, 2, 3, 4], (key, history)
+
+
+def test_the_printed_link_at_1400_px_shows_the_seed_the_headline_and_sweep_parents_with_values(server, tmp_path):
+    """The runs table as a user first sees it through `make mlflow-ui`'s link, on a 1,400 px wide
+    window: the seed and the paper's headline measure are drawn (the grid draws only the columns
+    in sight), sweep parents carry their mean under the children's metric names, and MLflow is in
+    its model-training mode.  A screenshot is kept beside the DOM for a person to look at."""
+    require_data("usps")
+    chromium = _chromium()
+    env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": server}
+    sweep = subprocess.run(
+        [sys.executable, "-m", "convrepro.train", "-m", "experiment=lecun1989", "seed=1,2", "trainer.max_epochs=1",
+         "data.train_subset=200", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}/sweep"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    from convrepro.tracking.runs import dashboard_url
+
+    experiment = _get(server, "experiments/get-by-name", experiment_name="lecun1989")["experiment"]
+    link = dashboard_url(server, experiment["experiment_id"])
+    window = [chromium, *CHROMIUM_FLAGS, "--window-size=1400,1000", "--virtual-time-budget=30000"]
+    dom = subprocess.run([*window, f"--user-data-dir={tmp_path / 'c1'}", "--dump-dom", link],
+                         capture_output=True, text=True, timeout=180).stdout
+    subprocess.run([*window, f"--user-data-dir={tmp_path / 'c2'}", f"--screenshot={tmp_path / 'runs.png'}", link],
+                   capture_output=True, timeout=180)
+    assert (tmp_path / "runs.png").stat().st_size > 10_000
+    for column in ("params.`seed`", "metrics.`test/error`", "attributes.`Run Name`"):
+        assert f'col-id="{column}"' in dom, (column, dom[-2000:])
+    names = re.findall(r'class="css-[a-z0-9]+">(faithful-[a-z0-9-]+)</span>', dom)
+    assert names == [n for n in names if "-sweep-" in n] and len(names) == 1, names  # the children fold under it
+    values = re.findall(r'id="cell-metrics\.`test/error`-\d+" class="ag-cell-value">([^<]*)<', dom)
+    assert len(values) == 1 and 0 < float(values[0]) < 100, values  # the parent's row has its mean
+    assert ">Models<" in dom and not [w for w in (">Prompts<", ">Judges<", ">Sessions<") if w in dom]

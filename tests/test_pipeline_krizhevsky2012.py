@@ -28,7 +28,7 @@ def test_tiny_alexnet_run_records_top1_top5_and_ten_crop(tmp_path, imagenette_st
     result = train(tmp_path, *TINY, "trainer.max_epochs=2", "seed=3")
     assert result.returncode == 0, result.stderr[-4000:]
     client, (run,) = _only_run(tmp_path)
-    assert run.info.status == "FINISHED" and run.info.run_name == "krizhevsky2012-cpu-sgd-seed3"
+    assert run.info.status == "FINISHED" and run.info.run_name == "cpu-sgd-seed3"
     rid = run.info.run_id
     for key in ("val/error", "val/top5_error", "train/running_error", "throughput/train_patterns_per_second"):
         assert [m.step for m in client.get_metric_history(rid, key)] == [1, 2], key

@@ -114,7 +114,7 @@ def run_replica(cfg: DictConfig, datamodule, model, task) -> dict[str, float]:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     validate(cfg)  # before MLflow's and Lightning's imports (~10 s): a mistyped value answers at once
-    from convrepro.report.paper import experiment_note, paper_metrics, print_run_table, run_note
+    from convrepro.report.paper import dashboard_columns, experiment_note, print_run_table, run_note
     from convrepro.report.summary import extra_overrides
     from convrepro.tracking import recorder
     from convrepro.tracking.lifecycle import finished_sweep_job, tracked_run
@@ -128,7 +128,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         return run_replica(cfg, datamodule, model, task)
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    columns = [m.key for m in paper_metrics(cfg.name)[1]]
+    columns = dashboard_columns(cfg.name)
     with tracked_run(cfg, datamodule, hydra_cfg, output_dir, experiment_note(cfg.name), columns) as tracked:
         trainer, checkpoint = make_trainer(cfg, tracked.checkpoint_dir, tracked.logger, output_dir)
         results = train_and_evaluate(cfg, trainer, task, datamodule, model, tracked.resume_checkpoint)

@@ -46,6 +46,15 @@ def paper_metrics(experiment: str) -> tuple[str, list[PaperMetric]]:
     return paper.citation, paper.metrics
 
 
+def dashboard_columns(experiment: str) -> list[str]:
+    """The runs table's metric columns: the headline measure, the curves' measures, the wall
+    time -- few enough that MLflow (metrics before params, each in name order) still shows the
+    seed within 1,400 px, and the headline is not pushed right by measures sorted before it."""
+    paper = load_paper(experiment)
+    keys = [paper.primary, *paper.curves, "time/total_seconds"]
+    return list(dict.fromkeys(keys))
+
+
 @dataclass
 class Judgement:
     verdict: str  # reproduced, missed, goal met, goal missed, "-" (nothing to judge), not measured

@@ -48,7 +48,9 @@ class TrackedRun:
 
 
 def run_name(cfg: DictConfig, hydra_cfg) -> str:
-    return f"{cfg.name}-{cfg.variant}-{hydra_cfg.runtime.choices.get('optim', 'optim')}-seed{cfg.seed}"
+    """``faithful-sgd-seed3``: what tells runs of one experiment apart, first (the dashboard cuts
+    names at ~20 characters; the paper is the experiment they are filed under)."""
+    return f"{cfg.variant}-{hydra_cfg.runtime.choices.get('optim', 'optim')}-seed{cfg.seed}"
 
 
 def resume_checkpoint(cfg: DictConfig) -> Path | None:

@@ -81,7 +81,7 @@ class SweepParentRun(Callback):
             self.client.set_tag(self.parent_id, "sweep.resumed", time.strftime("%Y-%m-%d %H:%M:%S"))
         else:
             run = self.client.create_run(
-                experiment_id, run_name=f"{config.name}-{config.variant}-sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+                experiment_id, run_name=f"{config.variant}-sweep-{time.strftime('%m%d-%H%M%S')}",
                 tags={"sweep": "parent", "sweep.overrides": " ".join(config.hydra.overrides.task) or "(none)",
                       "sweep.key": key, "paper": config.name, "sweep.dir": str(config.hydra.sweep.dir),
                       "variant": config.variant, "process.host": socket.gethostname(),
