@@ -78,7 +78,7 @@ def test_the_dashboard_shows_a_training_experiment_with_the_papers_numbers(tiny_
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     note = experiment.tags["mlflow.note.content"]
-    assert note.startswith("**LeCun et al. 1989 (zip codes)**") and "| measure | paper |" in note
+    assert note.startswith("LeCun et al. 1989 (zip codes), re-run by convrepro") and "| measure | paper |" in note
     table = run.data.tags["mlflow.note.content"]
     assert "paper versus this run (faithful-sgd-seed7)" in table
     assert f"| {run.data.metrics['test/error']:.4g} |" in table

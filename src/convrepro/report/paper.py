@@ -138,9 +138,10 @@ def _cell(value, key: str = "") -> str:
 
 
 def experiment_note(experiment: str) -> str:
-    """The MLflow experiment's description (markdown): the paper and the numbers it reports."""
+    """The MLflow experiment's description (markdown): the paper and the numbers it reports.  Its
+    first line is plain text: the experiments list shows it raw, the experiment page renders it."""
     citation, rows = paper_metrics(experiment)
-    lines = [f"**{citation}**, re-run by convrepro with hand-written convolution and pooling layers.", "",
+    lines = [f"{citation}, re-run by convrepro with hand-written convolution and pooling layers.", "",
              "| measure | paper |", "|---|---|"]
     lines += [f"| {m.label} | {_cell(m.paper, m.key)} |" for m in rows]
     lines += ["", "One run per seed; a sweep is a parent run holding mean, sd and n over its seeds. "
