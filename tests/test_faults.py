@@ -128,6 +128,15 @@ def test_malformed_tracking_uri_and_unwritable_output_are_one_message_each(tmp_p
             assert runs == []
 
 
+def _stderr_at_exit(proc: subprocess.Popen, timeout: float, after: str) -> str:
+    """The process's stderr once it has exited; killed (its group) and failed if it does not."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the process did not exit after {after}")
+
+
 def _alive(pid: int) -> bool:
     try:
         state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
@@ -178,11 +187,7 @@ def test_group_signal_mid_pass_with_workers_ends_killed_and_resumes(tmp_path, si
                f"hydra.run.dir={tmp_path}/o"]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the process did not exit after the signal")
+    stderr = _stderr_at_exit(proc, 240, "the signal")
     assert proc.returncode == status, stderr[-3000:]
     workers = {int(p) for p in pids.read_text().split()}
     assert len(workers) >= 2, f"the run had not started its DataLoader workers: {workers}"
@@ -242,11 +247,7 @@ def test_ctrl_c_that_lands_in_a_bad_place_still_stops_the_run_and_the_process(tm
     proc = subprocess.Popen([sys.executable, "-c", CTRL_C_AT_THIRD_STEP, mode, *args, f"hydra.run.dir={tmp_path}/o"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the process did not exit after the interrupt")
+    stderr = _stderr_at_exit(proc, 240, "the interrupt")
     assert proc.returncode == 130, stderr[-3000:]
     assert [line for line in stderr.splitlines() if line.startswith("stopped by SIGINT: run")], stderr[-3000:]
     _, (run,) = _runs(tmp_path)
@@ -380,11 +381,7 @@ def test_ctrl_c_at_a_random_moment_of_an_alexnet_cpu_pass_stops_like_sigterm(tmp
         time.sleep(0.05)
     time.sleep(random.Random(trial).uniform(0.0, 3.0))
     os.killpg(proc.pid, signal.SIGINT)
-    try:
-        _, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the process did not exit after Ctrl-C")
+    stderr = _stderr_at_exit(proc, 180, "Ctrl-C")
     assert proc.returncode == 130, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("stopped by SIGINT: run") and "KILLED" in lines[0], lines
