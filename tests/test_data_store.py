@@ -139,6 +139,14 @@ def test_missing_or_stale_stores_are_refused_with_the_command_that_prepares_them
     _module(tiny).setup()
 
 
+@pytest.mark.parametrize("source", ["store", "jpeg"])
+def test_a_subset_larger_than_its_split_is_refused(tiny, source):
+    if source == "store":
+        prepare("tiny", 40, root=str(tiny), verify_checksums=False, progress=False)
+    with pytest.raises(DataError, match=r"data.val_subset=1000 exceeds the \d+ images of the split; give at most"):
+        _module(tiny, source=source, val_subset=1000, check_images=False).setup()
+
+
 def test_a_disk_too_small_for_the_whole_store_is_refused_before_the_first_image(tiny, monkeypatch):
     """The message names the whole store (both splits), not the split that happened to fail."""
     from collections import namedtuple

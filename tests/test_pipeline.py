@@ -166,6 +166,7 @@ def test_artifacts_config_hydra_plots_checkpoint(tiny_run):
     ("optim.lr=inf", "optim.lr=inf is not allowed: expected a finite number > 0"),
     ("data.train_subset=0", "data.train_subset=0 is not allowed: expected a positive integer (or null for the default)"),
     ("data.train_subset=-5", "data.train_subset=-5 is not allowed: expected a positive integer (or null for the default)"),
+    ("data.train_subset=7292", "data.train_subset=7292 exceeds the 7,291 training patterns; give at most 7291"),
     ("trainer.precision=16-mixed", "trainer.precision=16-mixed needs a GPU (float16 autocast is CUDA's); on a CPU use trainer.precision=bf16-mixed"),
     ("trainer.precision=8-mixed", "trainer.precision='8-mixed' is not allowed: choose one of 32-true"),
     ("trainer=gpu", "trainer.accelerator=gpu but this machine has no CUDA GPU; run on the CPU with trainer=cpu"),

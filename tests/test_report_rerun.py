@@ -120,7 +120,8 @@ def test_compare_lists_config_and_metric_differences(store, capsys):
     # The 8-character ids the report and the tables show are accepted; an ambiguous prefix is named.
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     assert compare_main([sgd.info.run_id[:8], sdlm.info.run_id[:8], "--uri", uri]) == 0
-    assert f"A={sgd.info.run_id} B={sdlm.info.run_id}" in capsys.readouterr().out
+    out = capsys.readouterr().out  # (the title wraps with the table's width)
+    assert f"A={sgd.info.run_id}" in out and f"B={sdlm.info.run_id}" in out
     assert compare_main(["", sdlm.info.run_id, "--uri", uri]) == 2
     assert "is the beginning of" in capsys.readouterr().err
 
@@ -281,3 +282,28 @@ def test_summary_headers_tell_groups_apart_at_80_columns_and_durations_read_as_t
     assert len(legend) >= 2 and legend[0].startswith("[1] faithful-sdlm [") and ": runs " in legend[0]
     wall = next(line for line in out.splitlines() if line.startswith("│ wall time"))
     assert "3 days" in wall and "259200" not in wall and " s " in wall  # the paper's and the runs' durations
+
+
+def test_the_reports_top_in_a_browser_is_the_papers_side_by_side(store, tmp_path):
+    """The page as a reader first sees it (headless Chromium, 1,400 px): the papers' table before
+    any section, each paper a link to its section.  A screenshot is kept for a person to look at."""
+    import subprocess
+
+    from .test_mlflow_server import CHROMIUM_FLAGS, _chromium
+
+    chromium = _chromium()
+    tmp, _, _ = store
+    report_build.build(f"sqlite:///{tmp / 'mlflow.db'}", tmp_path / "reports")
+    page = (tmp_path / "reports" / "index.html").as_uri()
+    window = [chromium, *CHROMIUM_FLAGS, "--window-size=1400,1000", "--virtual-time-budget=5000"]
+    dom = subprocess.run([*window, f"--user-data-dir={tmp_path / 'c1'}", "--dump-dom", page],
+                         capture_output=True, text=True, timeout=180).stdout
+    subprocess.run([*window, f"--user-data-dir={tmp_path / 'c2'}", f"--screenshot={tmp_path / 'top.png'}", page],
+                   capture_output=True, timeout=180)
+    assert (tmp_path / "top.png").stat().st_size > 10_000
+    first_table, first_section = dom.index("<table>"), dom.index("<h2")
+    assert first_table < first_section
+    top = dom[first_table:dom.index("</table>")]
+    assert "<th>headline measure</th>" in top
+    for paper in ("krizhevsky2012", "lecun1989", "waibel1989"):
+        assert f'<a href="#{paper}">' in top and f'<h2 id="{paper}">' in dom

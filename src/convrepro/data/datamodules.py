@@ -7,6 +7,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
+from convrepro.errors import DataError
+
 from .usps import USPS
 from .workers import worker_init
 
@@ -100,7 +102,11 @@ class USPSDataModule(ClassificationDataModule):
         self.test_set = USPS(self.root, "test", form=self.form)
         self._train = self.train_set
         if self.train_subset:
-            self._train = Subset(self.train_set, range(min(self.train_subset, len(self.train_set))))
+            available = len(self.train_set)
+            if self.train_subset > available:  # silently all of them would be a run nobody asked for
+                raise DataError(f"data.train_subset={self.train_subset} exceeds the {available:,} training "
+                                f"patterns; give at most {available} (or null for all)")
+            self._train = Subset(self.train_set, range(self.train_subset))
 
     @property
     def files(self) -> dict[str, str]:

@@ -105,7 +105,7 @@ class ImageFolderDataModule(ClassificationDataModule):
             images, labels = self.store.split(split, self.in_memory)
             kept = np.flatnonzero(labels >= 0).tolist()  # ImageNet: 1.28 M labels
             self.splits[split] = (images, labels)
-            self.indices[split] = _every_kth(kept, limit)
+            self.indices[split] = _every_kth(kept, limit, f"data.{split}_subset")
         self.problems = list(self.store.manifest["problems"])
         self.statistics = self.store.statistics()
 
@@ -119,8 +119,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         if val_classes != self.classes:
             raise DataError(f"{self.base}: train/ and val/ hold different class folders "
                             f"({len(self.classes)} vs {len(val_classes)})")
-        self.train_samples = _every_kth(train, self.train_subset)
-        self.val_samples = _every_kth(val, self.val_subset)
+        self.train_samples = _every_kth(train, self.train_subset, "data.train_subset")
+        self.val_samples = _every_kth(val, self.val_subset, "data.val_subset")
         if self.check_images:
             self._drop_unreadable()
         self.statistics = training_statistics(self.train_samples, self.image_size, self.num_workers)
@@ -213,9 +213,12 @@ class _ChannelsLast(torch.nn.Module):
         return image.permute(1, 2, 0)
 
 
-def _every_kth(samples: list, limit: int | None) -> list:
+def _every_kth(samples: list, limit: int | None, key: str) -> list:
     """A class-balanced subset: ImageFolder lists files class by class, so every k-th file."""
-    if not limit or limit >= len(samples):
+    if limit and limit > len(samples):  # silently all of them would be a run nobody asked for
+        raise DataError(f"{key}={limit} exceeds the {len(samples):,} images of the split; give at most "
+                        f"{len(samples)} (or null for all)")
+    if not limit or limit == len(samples):
         return samples
     step = len(samples) / limit
     return [samples[int(i * step)] for i in range(limit)]
