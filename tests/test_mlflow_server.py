@@ -37,6 +37,19 @@ def _chromium() -> str:
     return path
 
 
+def seen_at_1400_px(url: str, folder: Path, budget_ms: int = 30000) -> tuple[str, Path]:
+    """The page as a 1,400 x 1,000 browser window shows it: its DOM, and a screenshot kept in
+    ``folder`` for a person to look at."""
+    window = [_chromium(), *CHROMIUM_FLAGS, "--window-size=1400,1000", f"--virtual-time-budget={budget_ms}"]
+    dom = subprocess.run([*window, f"--user-data-dir={folder / 'c1'}", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=180).stdout
+    picture = folder / "seen.png"
+    subprocess.run([*window, f"--user-data-dir={folder / 'c2'}", f"--screenshot={picture}", url],
+                   capture_output=True, timeout=180)
+    assert picture.stat().st_size > 10_000
+    return dom, picture
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -263,7 +276,7 @@ def test_the_printed_link_at_1400_px_shows_the_seed_the_headline_and_sweep_paren
     in sight), sweep parents carry their mean under the children's metric names, and MLflow is in
     its model-training mode.  A screenshot is kept beside the DOM for a person to look at."""
     require_data("usps")
-    chromium = _chromium()
+    _chromium()  # skip (or fail in CI) before training when there is no browser
     env = {**os.environ, "CONVREPRO_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": server}
     sweep = subprocess.run(
         [sys.executable, "-m", "convrepro.train", "-m", "experiment=lecun1989", "seed=1,2", "trainer.max_epochs=1",
@@ -274,12 +287,7 @@ def test_the_printed_link_at_1400_px_shows_the_seed_the_headline_and_sweep_paren
 
     experiment = _get(server, "experiments/get-by-name", experiment_name="lecun1989")["experiment"]
     link = dashboard_url(server, experiment["experiment_id"])
-    window = [chromium, *CHROMIUM_FLAGS, "--window-size=1400,1000", "--virtual-time-budget=30000"]
-    dom = subprocess.run([*window, f"--user-data-dir={tmp_path / 'c1'}", "--dump-dom", link],
-                         capture_output=True, text=True, timeout=180).stdout
-    subprocess.run([*window, f"--user-data-dir={tmp_path / 'c2'}", f"--screenshot={tmp_path / 'runs.png'}", link],
-                   capture_output=True, timeout=180)
-    assert (tmp_path / "runs.png").stat().st_size > 10_000
+    dom, _ = seen_at_1400_px(link, tmp_path)
     for column in ("params.`seed`", "metrics.`test/error`", "attributes.`Run Name`"):
         assert f'col-id="{column}"' in dom, (column, dom[-2000:])
     names = re.findall(r'class="css-[a-z0-9]+">(faithful-[a-z0-9-]+)</span>', dom)

@@ -287,20 +287,11 @@ def test_summary_headers_tell_groups_apart_at_80_columns_and_durations_read_as_t
 def test_the_reports_top_in_a_browser_is_the_papers_side_by_side(store, tmp_path):
     """The page as a reader first sees it (headless Chromium, 1,400 px): the papers' table before
     any section, each paper a link to its section.  A screenshot is kept for a person to look at."""
-    import subprocess
+    from .test_mlflow_server import seen_at_1400_px
 
-    from .test_mlflow_server import CHROMIUM_FLAGS, _chromium
-
-    chromium = _chromium()
     tmp, _, _ = store
     report_build.build(f"sqlite:///{tmp / 'mlflow.db'}", tmp_path / "reports")
-    page = (tmp_path / "reports" / "index.html").as_uri()
-    window = [chromium, *CHROMIUM_FLAGS, "--window-size=1400,1000", "--virtual-time-budget=5000"]
-    dom = subprocess.run([*window, f"--user-data-dir={tmp_path / 'c1'}", "--dump-dom", page],
-                         capture_output=True, text=True, timeout=180).stdout
-    subprocess.run([*window, f"--user-data-dir={tmp_path / 'c2'}", f"--screenshot={tmp_path / 'top.png'}", page],
-                   capture_output=True, timeout=180)
-    assert (tmp_path / "top.png").stat().st_size > 10_000
+    dom, _ = seen_at_1400_px((tmp_path / "reports" / "index.html").as_uri(), tmp_path, budget_ms=5000)
     first_table, first_section = dom.index("<table>"), dom.index("<h2")
     assert first_table < first_section
     top = dom[first_table:dom.index("</table>")]
