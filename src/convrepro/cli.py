@@ -90,7 +90,7 @@ def _prepare(args) -> None:
 
     from convrepro.data.images.datamodule import default_workers
     from convrepro.data.images.prepare import prepare
-    from convrepro.data.images.store import DATASETS
+    from convrepro.data.images.store import DATASETS, kept_counts
 
     if args.size < 1:
         raise DataError(f"--size {args.size}: the stored images need a positive side (the paper: 256)")
@@ -99,7 +99,7 @@ def _prepare(args) -> None:
     out = prepare(folder, args.size, str(_root(args.root)), workers=default_workers("jpeg") if args.workers is None
                   else args.workers, verify_checksums=checksums, force=args.force)
     manifest = json.loads((out / "manifest.json").read_text())
-    counts = ", ".join(f"{s} {v['count'] - v['dropped']}" for s, v in manifest["splits"].items())
+    counts = kept_counts(manifest)
     gigabytes = sum(f.stat().st_size for f in out.glob("*.u8")) / 1e9
     print(f"ok  {out}: {counts} images at {args.size}x{args.size} ({gigabytes:.2f} GB)")
     for problem in manifest["problems"]:

@@ -39,17 +39,19 @@ USER_ERRORS = (ConfigError, DataError, TrackingError, StorageFull)
 _FULL = ("no space left on device", "database or disk is full", "disk quota exceeded", "file write failed")
 
 
+def causes(err: BaseException | None):
+    """The exception, then each one it was raised from or during, to the first (cycles cut)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def storage_full(err: BaseException | None) -> bool:
     """Whether an exception, or one it was raised from, is a full disk (ENOSPC, EDQUOT, SQLite's
     'database or disk is full', torch's 'file write failed')."""
     import errno
 
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(text in str(err).lower() for text in _FULL):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return any((isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
+               or any(text in str(e).lower() for text in _FULL) for e in causes(err))

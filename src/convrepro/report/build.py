@@ -31,7 +31,7 @@ from convrepro.tracking.store import add_uri_argument
 
 from . import claims  # noqa: E402
 from .collect import Group, best_run, groups_for  # noqa: E402
-from .paper import Judgement, duration, judge, load_paper  # noqa: E402
+from .paper import Judgement, cell, judge, load_paper  # noqa: E402
 from .summary import is_recipe  # noqa: E402
 
 RUN_FIGURES = ("confusion_test.png", "confusion_val.png", "rejection_test.png", "shift_invariance.png",
@@ -101,12 +101,6 @@ def provenance(run) -> str:
             f"{t.get('torch.float32_matmul_precision', 'highest')}, commit {t.get('git.commit', '?')[:10]}")
 
 
-def _fmt(v: float | None, key: str = "") -> str:
-    if v is None:
-        return "-"
-    return duration(v) if key.endswith("seconds") else f"{v:.4g}"
-
-
 HOW_TO_RUN = {"lecun1989": "make reproduce-lecun1989", "waibel1989": "make reproduce-waibel1989",
               "krizhevsky2012": "make reproduce-krizhevsky2012"}
 
@@ -127,7 +121,7 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
         paper = load_paper(experiment)
         groups = groups_for(client, experiment, [m.key for m in paper.metrics])
         overview.append(_overview_row(experiment, paper, groups))
-        md, body = sections_md, sections_html
+        md, body = sections_md, sections_html  # this paper's section
         md.append(f"\n## {paper.citation}\n")
         body.append(f'<h2 id="{experiment}">{html.escape(paper.citation)}</h2>')
         if not groups:
@@ -139,7 +133,7 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
         for group in recipe + [g for g in others if _passes(g) >= 2]:
             _group_section(client, experiment, paper, group, figures, md, body, written)
         if others:
-            items = [f"{g.key}: {len(g.runs)} run(s), {paper.primary} {_fmt(_mean(g, paper.primary))}"
+            items = [f"{g.key}: {len(g.runs)} run(s), {paper.primary} {cell(_mean(g, paper.primary))}"
                      + (" (above)" if _passes(g) >= 2 else "") for g in others]
             md.append("\nRuns with overrides (not the paper's recipe; one-pass smoke runs get no figures):\n")
             md += [f"- {item}" for item in items]
@@ -152,8 +146,7 @@ def build(uri: str, out: Path, selected: list[str] | None = None) -> dict:
             _claims(client, figures, md, body, written)
     header = ["paper", "headline measure", "paper", "best recipe group: mean ± sd (n)", "verdict"]
     md = [f"# convrepro — paper versus reproduction\n\nTracking store: `{uri}`\n",
-          "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-          *("| " + " | ".join(row) + " |" for row in overview), *sections_md]
+          *_md_table(header, overview), *sections_md]
     linked = [[f'<a href="#{e}">{html.escape(row[0])}</a>', *map(html.escape, row[1:])]
               for e, row in zip(selected or papers(), overview, strict=True)]
     top = _html_table(header, linked, escaped=True)
@@ -178,12 +171,12 @@ def _overview_row(experiment: str, paper, groups: list[Group]) -> list[str]:
     metric = next((m for m in paper.metrics if m.key == paper.primary), paper.metrics[0])
     scored = [g for g in groups if is_recipe(g.key) and metric.key in g.aggregates]
     if not scored:
-        return [paper.citation.split(" (")[0], metric.label, _fmt(metric.paper, metric.key),
+        return [paper.citation.split(" (")[0], metric.label, cell(metric.paper, metric.key),
                 f"no recipe run yet (`{HOW_TO_RUN.get(experiment, experiment)}`)", "-"]
     best = min(scored, key=lambda g: g.aggregates[metric.key].mean)
     agg = best.aggregates[metric.key]
     judged = judge(metric, agg.mean, agg.sd, agg.n)
-    return [paper.citation.split(" (")[0], metric.label, _fmt(metric.paper, metric.key),
+    return [paper.citation.split(" (")[0], metric.label, cell(metric.paper, metric.key),
             (f"{agg.mean:.4g} ± {agg.sd:.2g} ({agg.n})" if agg.n > 1 else f"{agg.mean:.4g} (1)") + f" [{best.key}]",
             judged.verdict or "-"]
 
@@ -195,8 +188,6 @@ def _group_section(client, experiment, paper, group, figures, md, body, written)
                                                      "best": best.info.run_id if best else None}
     md.append(f"\n### {group.key} — {group.source}\n")
     md.append(f"Best run by {primary}: `{best.info.run_id}` ({best.info.run_name}); {provenance(best)}\n")
-    md.append("| measure | paper | reproduction mean ± sd (n) | min | max | tolerance | verdict |")
-    md.append("|---|---|---|---|---|---|---|")
     rows = []
     for m in paper.metrics:
         agg = group.aggregates.get(m.key)
@@ -204,15 +195,13 @@ def _group_section(client, experiment, paper, group, figures, md, body, written)
                                          else f"{agg.mean:.4g} ± {agg.sd:.2g} ({agg.n})")
         judged = (judge(m, agg and agg.mean, agg and agg.sd, agg.n if agg else 1) if is_recipe(group.key)
                   else Judgement("not the recipe", ""))
-        cells = [m.label, _fmt(m.paper, m.key), repro, _fmt(agg and agg.minimum, m.key),
-                 _fmt(agg and agg.maximum, m.key), judged.rule, judged.verdict]
-        md.append("| " + " | ".join(cells) + " |")
-        rows.append(cells)
+        rows.append([m.label, cell(m.paper, m.key), repro, cell(agg and agg.minimum, m.key),
+                     cell(agg and agg.maximum, m.key), judged.rule, judged.verdict])
+    md += _md_table(GROUP_HEADER, rows)
     body.append(f"<h3>{html.escape(group.key)} <small>{html.escape(group.source)}</small></h3>")
     body.append(f"<p>Best run by <code>{html.escape(primary)}</code>: <code>{best.info.run_id}</code> "
                 f"({html.escape(best.info.run_name)}); {html.escape(provenance(best))}</p>")
-    body.append(_html_table(["measure", "paper", "reproduction mean ± sd (n)", "min", "max", "tolerance",
-                             "verdict"], rows))
+    body.append(_html_table(GROUP_HEADER, rows))
     pictures = []
     stem = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{experiment}_{group.key}").strip("_")
     if len(stem) > 100:  # a group of many overrides: a file name the file system takes
@@ -223,10 +212,7 @@ def _group_section(client, experiment, paper, group, figures, md, body, written)
         pictures.append(curve)
     pictures += run_figures(client, best, figures)
     for picture in pictures:
-        md.append(f"\n![{picture.stem}](figures/{picture.name})")
-        data = base64.b64encode(picture.read_bytes()).decode()
-        body.append(f'<figure><img alt="{picture.stem}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{html.escape(caption(picture.stem))}</figcaption></figure>")
+        _embed(picture, caption(picture.stem), md, body)
     md.append("")
 
 
@@ -243,14 +229,26 @@ def _claims(client: MlflowClient, figures: Path, md: list[str], body: list[str],
     written.setdefault(claims.EXPERIMENT, {})["claims"] = rows
     note = ("Δ: error without the choice minus with it, percentage points, ± the standard error of the "
             "difference of the two means (n seeds ablation/recipe); ten classes, not the paper's thousand.")
-    md += [f"\n### {title}\n", note + "\n", "| " + " | ".join(claims.HEADER) + " |",
-           "|" + "---|" * len(claims.HEADER), *("| " + " | ".join(row) + " |" for row in rows)]
+    md += [f"\n### {title}\n", note + "\n", *_md_table(claims.HEADER, rows)]
     body += [f"<h3>{html.escape(title)}</h3>", f"<p>{html.escape(note)}</p>", _html_table(claims.HEADER, rows)]
     if picture is not None:
-        md.append(f"\n![{picture.stem}](figures/{picture.name})\n")
-        data = base64.b64encode(picture.read_bytes()).decode()
-        body.append(f'<figure><img alt="{picture.stem}" src="data:image/png;base64,{data}">'
-                    "<figcaption>Δ top-1 per claim (± 2 standard errors) beside the paper's</figcaption></figure>")
+        _embed(picture, "Δ top-1 per claim (± 2 standard errors) beside the paper's", md, body)
+        md.append("")
+
+
+GROUP_HEADER = ["measure", "paper", "reproduction mean ± sd (n)", "min", "max", "tolerance", "verdict"]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _embed(picture: Path, text: str, md: list[str], body: list[str]) -> None:
+    """A figure beside the Markdown (a file in figures/) and inside the HTML (self-contained)."""
+    md.append(f"\n![{picture.stem}](figures/{picture.name})")
+    data = base64.b64encode(picture.read_bytes()).decode()
+    body.append(f'<figure><img alt="{picture.stem}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(text)}</figcaption></figure>")
 
 
 def _html_table(header: list[str], rows: list[list[str]], escaped: bool = False) -> str:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from convrepro.errors import TrackingError
 from convrepro.paths import CONF_DIR, EXPERIMENTS_DIR
-from convrepro.report.paper import duration, paper_metrics
+from convrepro.report.paper import cell, duration, paper_metrics
 from convrepro.report.summary import aggregate, finished_runs, is_recipe
 from convrepro.tracking.store import add_uri_argument, check
 
@@ -24,19 +24,6 @@ def paper_of(name: str) -> str | None:
     papers = sorted(p.parent.name for p in EXPERIMENTS_DIR.glob("*/paper.yaml"))
     known = name in papers or (CONF_DIR / "experiment" / f"{name}.yaml").is_file()
     return next((p for p in papers if name == p or name.startswith(p + "_")), None) if known else None
-
-
-def _cell(value: float | None, key: str) -> str:
-    if value is None:
-        return "-"
-    return duration(value) if key.endswith("seconds") else f"{value:g}"
-
-
-def _aggregate(agg, key: str) -> str:
-    """As the run table writes it: durations in their units, not seconds."""
-    if not key.endswith("seconds"):
-        return str(agg)
-    return f"{duration(agg.mean)} (1 run)" if agg.n == 1 else f"{duration(agg.mean)} ± {duration(agg.sd)} (n={agg.n})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     # Headers stay short and tell groups apart at 80 columns: a number, the variant-optimizer,
     # and whether it is the paper's recipe; the overrides of each number follow the table.
     for i, group in enumerate(table, 1):
-        name, _, overrides = group.partition(" [")
-        out.add_column(f"[{i}] {name}" + ("" if is_recipe(group) else " (overrides)"), justify="right")
+        recipe = "" if is_recipe(group) else " (overrides)"
+        out.add_column(f"[{i}] {group.partition(' [')[0]}{recipe}", justify="right")
     for m in metrics:
-        row = [m.label, _cell(m.paper, m.key)]
+        row = [m.label, cell(m.paper, m.key)]
         for group in table:
             agg = table[group].get(m.key)
-            row.append("-" if agg is None else _aggregate(agg, m.key))
+            # durations in the run table's units, not seconds
+            row.append("-" if agg is None else agg.text(duration if m.key.endswith("seconds") else None))
         out.add_row(*row)
     Console().print(out)
     for i, (group, per_metric) in enumerate(table.items(), 1):

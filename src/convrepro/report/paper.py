@@ -113,7 +113,7 @@ def print_run_table(experiment: str, metrics: dict[str, float], run_name: str, c
         judged = Judgement("-", "") if deviations else judge(m, value)
         # the rule's reason is in the caption; a goal keeps its own
         short = judged.rule if judged.rule.startswith("goal") else judged.rule.split(" (")[0]
-        table.add_row(_label(m.label, passes), _cell(m.paper, m.key), _cell(value, m.key), short, judged.verdict)
+        table.add_row(_label(m.label, passes), cell(m.paper, m.key), cell(value, m.key), short, judged.verdict)
     (console or Console()).print(table)
 
 
@@ -131,7 +131,8 @@ def duration(seconds: float) -> str:
     return f"{seconds:.3g} s"
 
 
-def _cell(value, key: str = "") -> str:
+def cell(value, key: str = "") -> str:
+    """A value as the tables write it: durations in their units, other numbers to 4 digits."""
     if value is None:
         return "-"
     return duration(value) if key.endswith("seconds") else f"{value:.4g}"
@@ -143,7 +144,7 @@ def experiment_note(experiment: str) -> str:
     citation, rows = paper_metrics(experiment)
     lines = [f"{citation}, re-run by convrepro with hand-written convolution and pooling layers.", "",
              "| measure | paper |", "|---|---|"]
-    lines += [f"| {m.label} | {_cell(m.paper, m.key)} |" for m in rows]
+    lines += [f"| {m.label} | {cell(m.paper, m.key)} |" for m in rows]
     lines += ["", "One run per seed; a sweep is a parent run holding mean, sd and n over its seeds. "
               "`make report` sets every group beside these numbers."]
     return "\n".join(lines)
@@ -156,7 +157,7 @@ def run_note(experiment: str, metrics: dict[str, float], run_name: str, deviatio
              "| measure | paper | reproduction | tolerance | verdict |", "|---|---|---|---|---|"]
     for m in rows:
         judged = Judgement("-", "") if deviations else judge(m, metrics.get(m.key))
-        lines.append(f"| {m.label} | {_cell(m.paper, m.key)} | {_cell(metrics.get(m.key), m.key)} | "
+        lines.append(f"| {m.label} | {cell(m.paper, m.key)} | {cell(metrics.get(m.key), m.key)} | "
                      f"{judged.rule} | {judged.verdict} |")
     if deviations:
         lines += ["", f"Not the paper's recipe ({' '.join(deviations)}): no verdict."]

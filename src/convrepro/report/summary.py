@@ -25,9 +25,12 @@ class Aggregate(Summary):
     run_ids: list[str]
 
     def __str__(self) -> str:
-        if self.n == 1:
-            return f"{self.mean:.3g} (1 run)"
-        return f"{self.mean:.3g} ± {self.sd:.2g} (n={self.n})"
+        return self.text()
+
+    def text(self, unit=None) -> str:
+        """``mean ± sd (n=N)``; ``unit`` writes a value in its own unit (``duration``)."""
+        mean, sd = (unit(self.mean), unit(self.sd)) if unit else (f"{self.mean:.3g}", f"{self.sd:.2g}")
+        return f"{mean} (1 run)" if self.n == 1 else f"{mean} ± {sd} (n={self.n})"
 
 
 # Params that do not change what a run computes, or that differ between machines and

@@ -22,10 +22,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from convrepro.data.workers import end_workers
-from convrepro.errors import ConfigError, StorageFull, StoreUnreachable, storage_full
+from convrepro.errors import ConfigError, StorageFull, StoreUnreachable, causes, storage_full
 from convrepro.signals import StopSignals
 from convrepro.tracking import recorder
 from convrepro.tracking.logger import StoreLogger, bound_retries, unreachable
+from convrepro.tracking.provenance import device_description
 from convrepro.tracking.runs import checkpoint_dir, config_hash, ensure_experiment, find_resumable
 from convrepro.tracking.store import check_writable, resolve_uri
 from convrepro.tracking.sweep import PARENT_ENV, finished_job
@@ -82,9 +83,7 @@ def _quietly(action) -> bool:
 
 
 def _first_line(err: BaseException) -> str:
-    root = err
-    while root.__cause__ or root.__context__:
-        root = root.__cause__ or root.__context__
+    *_, root = causes(err)
     return (str(root).strip().splitlines() or [type(root).__name__])[0][:200]
 
 
@@ -180,12 +179,10 @@ def tracked_run(cfg: DictConfig, datamodule, hydra_cfg, output_dir: Path,
 
 
 def _device(cfg: DictConfig) -> str:
-    import torch
-
-    accelerator = str(cfg.trainer.accelerator)
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return f"on {torch.cuda.get_device_name(0)}"
-    return f"on the CPU ({torch.get_num_threads()} threads)"
+    device = device_description(str(cfg.trainer.accelerator))  # what the run's tags record
+    if "device.gpu" in device:
+        return f"on {device['device.gpu']}"
+    return f"on the CPU ({device['device.threads']} threads)"
 
 
 def _keep_error_as_history(client: MlflowClient, run_id: str) -> None:

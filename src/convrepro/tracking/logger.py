@@ -15,10 +15,11 @@ import os
 
 from pytorch_lightning.loggers import MLFlowLogger
 
-from convrepro.errors import StoreUnreachable
+from convrepro.errors import StoreUnreachable, causes
 
 # urllib3 waits 0, 2, 4 s before its 2nd, 3rd and 4th attempts (backoff factor 1)
 _RETRIES, _WAITS = 3, 6
+_GONE = ("Max retries exceeded", "Read timed out", "Connection refused")
 
 
 def bound_retries(patience_s: float) -> None:
@@ -33,16 +34,7 @@ def bound_retries(patience_s: float) -> None:
 def unreachable(err: BaseException | None) -> bool:
     """Whether an exception, or one it came from, is a server that no longer answers (MLflow
     reports it as 'API request to … failed with exception … Max retries exceeded')."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, StoreUnreachable):
-            return True
-        text = str(err)
-        if "Max retries exceeded" in text or "Read timed out" in text or "Connection refused" in text:
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return any(isinstance(e, StoreUnreachable) or any(text in str(e) for text in _GONE) for e in causes(err))
 
 
 class StoreLogger(MLFlowLogger):

@@ -112,11 +112,12 @@ class SweepParentRun(Callback):
         finished = [c for c in children if c.info.status == "FINISHED"]
         self.client.log_metric(parent_id, "sweep/jobs", len(children))
         self.client.log_metric(parent_id, "sweep/finished", len(finished))
-        for key, value in aggregate(finished).items():
+        summary = aggregate(finished)
+        for key, value in summary.items():
             self.client.log_metric(parent_id, key, value)
         if early_status is None:
             self.client.set_terminated(parent_id, "FINISHED" if finished else "FAILED")
-            _print_summary(parent_id, finished)
+            _print_summary(parent_id, len(finished), summary)
             return
         failed = next((c for c in children if c.info.status == "FAILED" and "error" in c.data.tags), None)
         why = f" (run {failed.info.run_id} failed: {failed.data.tags['error'][:300]})" if failed else ""
@@ -133,11 +134,10 @@ class SweepParentRun(Callback):
         self._end(status, children)
 
 
-def _print_summary(parent_id: str, finished: list) -> None:
+def _print_summary(parent_id: str, finished: int, summary: dict[str, float]) -> None:
     """The sweep's result where it ends: mean ± sd (n) of the error measures over its runs."""
-    summary = aggregate(finished)
     keys = [k for k in summary if k.endswith("error") and not k.startswith(("train/running", "shift/"))]
-    print(f"sweep {parent_id}: {len(finished)} finished run(s)")
+    print(f"sweep {parent_id}: {finished} finished run(s)")
     for key in keys:
         print(f"  {key:28s} {summary[key]:8.3f} ± {summary[f'{key}_sd']:.3f} %  (n {summary[f'{key}_n']:.0f})")
     print("next: `make report` for the papers beside these runs, `make mlflow-ui` for the runs table")

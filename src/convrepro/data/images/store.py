@@ -97,6 +97,11 @@ class ImageStore:
         return torch.load(self.path / "statistics.pt")
 
 
+def kept_counts(manifest: dict) -> str:
+    """``train 9469, val 3925``: the images each split holds, those left out not counted."""
+    return ", ".join(f"{s} {v['count'] - v['dropped']}" for s, v in manifest["splits"].items())
+
+
 def check_stores(root: str | None = None, required: bool = False) -> list[str]:
     """Every prepared store under the prepared root opened as a run opens it (manifest, array
     sizes, labels, and its sources where they are present): one line per store."""
@@ -110,8 +115,7 @@ def check_stores(root: str | None = None, required: bool = False) -> list[str]:
         if not size.isdigit():
             continue
         store = ImageStore.open(folder, int(size), root)
-        counts = ", ".join(f"{s} {v['count'] - v['dropped']}" for s, v in store.manifest["splits"].items())
-        lines.append(f"{path}: {counts} images at {size}x{size}, sizes, labels and sources match")
+        lines.append(f"{path}: {kept_counts(store.manifest)} images at {size}x{size}, sizes, labels and sources match")
     return lines
 
 
