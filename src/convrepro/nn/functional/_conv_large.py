@@ -1,14 +1,15 @@
-"""The convolution for large layers (AlexNet): im2col by strided copies, one GEMM per group,
+"""The convolution for large layers (AlexNet): im2col by one strided copy, one GEMM per group,
 a few images at a time.
 
 Each of the three sums (output, input gradient, weight gradient) is a matrix product per
 group over receptive fields laid out as columns (one row per output position), made for a
-block of images at a time (``BLOCK_BYTES``): a block stays in the cache and in memory the allocator hands back each
-time, where the whole batch's columns (conv2 at batch 32: 224 MB) are fresh pages, each
-faulted in (measured: the five layers' forward + backward 734 against 649 ms at batch 32
-with the whole batch's columns).  Backward makes each block's columns again from the
-framed input it saved.  Activations are channels-last (N, H, W, C) inside: the columns
-read contiguous channel vectors and the output is a free view."""
+block of images at a time (``BLOCK_BYTES``) in one workspace per call: a block stays in the
+cache, and the workspace's pages are faulted in once, where the whole batch's columns
+(conv2 at batch 32: 224 MB) or fresh columns per block are new pages each time (measured,
+whole AlexNet training step at 128 px batch 64 against torch.nn: 0.78 with a fresh
+allocation per block, 0.86 with one workspace per call).  Backward makes each block's
+columns again from the framed input it saved.  Activations are channels-last (N, H, W, C)
+inside: the columns read contiguous channel vectors and the output is a free view."""
 
 from __future__ import annotations
 
@@ -31,42 +32,25 @@ def _padded_channels_last(x: torch.Tensor, ph: int, pw: int, value: float) -> to
     return xp
 
 
-def _columns(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int) -> torch.Tensor:
-    """im2col: (G, N*Ho*Wo, kh*kw*Cg), row r the receptive field of position r."""
+def _columns(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int, work: torch.Tensor) -> torch.Tensor:
+    """im2col: (G, N*Ho*Wo, kh*kw*Cg), row r the receptive field of position r, written into
+    the front of the flat workspace ``work``."""
     n, hp, wp, c = xp.shape
     ho, wo, cg = output_size(hp, kh, sh), output_size(wp, kw, sw), c // groups
-    cols = xp.new_empty(groups, n, ho, wo, kh, kw, cg)
-    if cg < 16:  # few channels (an image's RGB): one copy from a 7-D strided view
-        s_n, s_h, s_w, s_c = xp.stride()
-        cols.copy_(xp.as_strided((groups, n, ho, wo, kh, kw, cg),
-                                 (cg * s_c, s_n, sh * s_h, sw * s_w, s_h, s_w, s_c)))
-    else:  # many channels: one copy per kernel offset, each moving whole channel vectors
-        src = xp.view(n, hp, wp, groups, cg).permute(3, 0, 1, 2, 4)
-        for i in range(kh):
-            for j in range(kw):
-                cols[:, :, :, :, i, j, :] = src[:, :, i : i + sh * (ho - 1) + 1 : sh,
-                                                j : j + sw * (wo - 1) + 1 : sw, :]
+    cols = work[: groups * n * ho * wo * kh * kw * cg].view(groups, n, ho, wo, kh, kw, cg)
+    s_n, s_h, s_w, s_c = xp.stride()
+    cols.copy_(xp.as_strided((groups, n, ho, wo, kh, kw, cg), (cg * s_c, s_n, sh * s_h, sw * s_w, s_h, s_w, s_c)))
     return cols.view(groups, n * ho * wo, kh * kw * cg)
 
 
-def _output(cols: torch.Tensor, kmat: torch.Tensor, bias: torch.Tensor | None, n: int, ho: int, wo: int):
-    """z = columns (G, M, K) @ kernel matrix (G, K, Dg) + bias, as (N, D, Ho, Wo) channels-last;
-    one bias per map rides in the product, one per unit (LeCun: (D, Ho, Wo)) is added after."""
-    groups, dg = kmat.shape[0], kmat.shape[2]
-    per_map = bias is not None and bias.dim() == 1
-    out = torch.cat([torch.addmm(bias[k * dg:(k + 1) * dg], cols[k], kmat[k]) if per_map
-                     else torch.mm(cols[k], kmat[k]) for k in range(groups)], dim=1) if groups > 1 else (
-        torch.addmm(bias, cols[0], kmat[0]) if per_map else torch.mm(cols[0], kmat[0]))
-    out = out.view(n, ho, wo, groups * dg)
-    if bias is not None and bias.dim() == 3:
-        out += bias.permute(1, 2, 0)
-    return out.permute(0, 3, 1, 2)
-
-
-def _blocks(n: int, per_image: int, device: torch.device):
-    """[first, last) ranges of images whose columns take about BLOCK_BYTES (the batch on a GPU)."""
-    step = max(1, BLOCK_BYTES // per_image) if device.type == "cpu" else n
-    return [(first, min(n, first + step)) for first in range(0, n, step)]
+def _blocks(n: int, per_image: int, like: torch.Tensor):
+    """[first, last) ranges of images whose columns take about BLOCK_BYTES (the batch on a GPU),
+    and one workspace for the largest block's columns.  Each block reuses the same memory:
+    columns allocated anew per block are fresh pages from the system each time (these blocks
+    are above glibc's mmap threshold), and faulting them in cost as much as the copies."""
+    step = max(1, BLOCK_BYTES // per_image) if like.device.type == "cpu" else n
+    work = like.new_empty(min(n, step) * per_image // like.element_size())
+    return [(first, min(n, first + step)) for first in range(0, n, step)], work
 
 
 def _landing(tap: int, stride: int, pad: int, out: int, size: int) -> tuple[slice, slice]:
@@ -93,10 +77,21 @@ def large_forward(x, weight, bias, stride, padding, pad_value, groups):
     xp = _padded_channels_last(x, ph, pw, pad_value)
     ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
     kmat = _kernel_matrix(weight, groups)
-    out = x.new_empty(n, ho, wo, d).permute(0, 3, 1, 2)  # channels-last, as each block's output
-    for first, last in _blocks(n, ho * wo * kh * kw * c * x.element_size(), x.device):
-        cols = _columns(xp[first:last], kh, kw, sh, sw, groups)
-        out[first:last] = _output(cols, kmat, bias, last - first, ho, wo)
+    dg = d // groups
+    out = x.new_empty(n, ho, wo, d)  # channels-last: each block's rows, each group's columns, written in place
+    rows = out.view(n * ho * wo, d)
+    blocks, work = _blocks(n, ho * wo * kh * kw * c * x.element_size(), x)
+    for first, last in blocks:
+        cols = _columns(xp[first:last], kh, kw, sh, sw, groups, work)
+        block = rows[first * ho * wo : last * ho * wo]
+        for k in range(groups):
+            if bias is not None and bias.dim() == 1:  # one bias per map rides in the product
+                torch.addmm(bias[k * dg : (k + 1) * dg], cols[k], kmat[k], out=block[:, k * dg : (k + 1) * dg])
+            else:
+                torch.mm(cols[k], kmat[k], out=block[:, k * dg : (k + 1) * dg])
+    if bias is not None and bias.dim() == 3:  # one per unit (LeCun: (D, Ho, Wo)) added after
+        out += bias.permute(1, 2, 0)
+    out = out.permute(0, 3, 1, 2)
     geometry = (x.shape, weight.shape, stride, padding, groups, 0 if bias is None else bias.dim())
     return out, (xp, kmat, geometry)
 
@@ -125,14 +120,14 @@ def gradients(needs, grad_out, xp, kmat, geometry):
         taps = [(i, j, _landing(i, sh, ph, ho, h), _landing(j, sw, pw, wo, w)) for i in range(kh) for j in range(kw)]
     if needs[1]:
         dk = torch.zeros(groups, dg, kh * kw * cg, dtype=acc, device=grad_out.device)  # blocks summed in float32
-    for first, last in _blocks(n, ho * wo * kh * kw * c * grad_out.element_size(), grad_out.device):
+    blocks, work = _blocks(n, ho * wo * kh * kw * c * grad_out.element_size(), grad_out)
+    for first, last in blocks:
         rows = slice(first * ho * wo, last * ho * wo)
         if needs[1]:
             # Correlation of the output gradient with the input: dL/dw of the flipped kernel.
-            cols = _columns(xp[first:last], kh, kw, sh, sw, groups)
+            cols = _columns(xp[first:last], kh, kw, sh, sw, groups, work)
             for k in range(groups):
                 dk[k] += torch.mm(g[k, rows].t(), cols[k])
-            del cols
         if needs[0]:
             # Correlation of the output gradient with the kernel: every output position sends
             # dL/dz back through the kernel (a row of kh*kw*Cg values), then the kh*kw shifted
@@ -140,12 +135,12 @@ def gradients(needs, grad_out, xp, kmat, geometry):
             # (the frame is a constant: its gradient is dropped).  Channels-last, so each add
             # moves whole runs of a group's Cg channels.
             for k in range(groups):
-                block = torch.mm(g[k, rows], kmat[k].t()).view(last - first, ho, wo, kh, kw, cg)
+                block = torch.mm(g[k, rows], kmat[k].t(), out=work[: (last - first) * ho * wo * kh * kw * cg].view(
+                    -1, kh * kw * cg)).view(last - first, ho, wo, kh, kw, cg)
                 into = grad_x[first:last, :, :, k * cg : (k + 1) * cg]
                 for i, j, (r, ys), (q, xs) in taps:
                     # add_, not +=: Python's += on a slice also assigns it back (a copy_ call each)
                     into[:, ys, xs].add_(block[:, r, q, i, j])
-                del block  # before the next block is made: the allocator hands the same memory back
     if needs[0]:
         grad_x = grad_x.permute(0, 3, 1, 2).to(grad_out.dtype)
     if needs[1]:
