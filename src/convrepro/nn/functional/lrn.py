@@ -30,17 +30,18 @@ def lrn_forward(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
     """(b, saved) for ``x`` (N, C, ...): each map divided by its neighbours' energy."""
     before, after = size // 2, (size - 1) // 2
     scale = _channel_window_sum(x * x, before, after).mul_(alpha).add_(k)
-    out = x * scale.pow(-beta)
-    return out, (x, out, scale, (size, alpha, beta))
+    damping = scale.pow(-beta)  # kept for backward: the power is this layer's costliest operation
+    out = x * damping
+    return out, (x, out, scale, damping, (size, alpha, beta))
 
 
 def lrn_backward(grad_out, saved, needs=(True,)):
     """(dL/da,), with d b_i / d a_j = delta_ij s_i^-beta - 2 alpha beta a_i a_j s_i^(-beta-1) [j in W(i)]."""
-    x, out, scale, (size, alpha, beta) = saved
+    x, out, scale, damping, (size, alpha, beta) = saved
     # Summing over i needs the transposed window: j in W(i) <=> i in W^T(j).
     t = grad_out * out / scale
     back = _channel_window_sum(t, (size - 1) // 2, size // 2)
-    return (grad_out * scale.pow(-beta) - (2.0 * alpha * beta) * x * back,)
+    return (grad_out * damping - (2.0 * alpha * beta) * x * back,)
 
 
 LocalResponseNormalisation = _autograd.function("LocalResponseNormalisation", lrn_forward, lrn_backward, 1)
