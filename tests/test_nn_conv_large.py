@@ -25,9 +25,14 @@ def _conv_and_grads(dtype, seed=0):
     return (ours, *torch.autograd.grad(ours, (x, w, b), grad)), (ref, *torch.autograd.grad(ref, (x, w, b), grad))
 
 
-@pytest.mark.parametrize("block_bytes", [1, 3 * 25 * 16 * 256 * 8, 1 << 30])
+# One image's columns: 16 x 16 positions, each a 5 x 5 x 32 receptive field of 8-byte values.
+IMAGE_BYTES = 16 * 16 * 5 * 5 * 32 * 8
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3 * IMAGE_BYTES, 4 * IMAGE_BYTES, 1 << 30])
 def test_input_gradient_made_in_blocks_of_images_equals_pytorchs(block_bytes, monkeypatch):
-    """One image per block, blocks of 3 of the 6 (8-byte values), the whole batch: the same sums."""
+    """One image per block, blocks of 3 of the 6, blocks of 4 then 2 (the last block in the front
+    of the one workspace), the whole batch: the same output and gradients."""
     monkeypatch.setattr(_conv_large, "BLOCK_BYTES", block_bytes)
     ours, ref = _conv_and_grads(torch.float64)
     for a, b in zip(ours, ref, strict=True):
