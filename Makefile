@@ -21,7 +21,7 @@ SEED_LIST = $(shell seq -s, 1 $(SEEDS))
 SERVER_DIR ?= $(abspath mlflow-server)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint bench bench-results bench-gpu reproduce-lecun1989 reproduce-waibel1989 reproduce-krizhevsky2012 \
+.PHONY: help install test test-all lint bench bench-ab bench-results bench-gpu reproduce-lecun1989 reproduce-waibel1989 reproduce-krizhevsky2012 \
 	reproduce-all clean-cache sweep-lecun1989 sweep-waibel1989 sweep-krizhevsky2012 claims-krizhevsky2012 report mlflow-ui mlflow-server clean
 
 help: ## this list
@@ -54,6 +54,13 @@ bench: install ## whole runs and steps against PyTorch's own; ends with bench-re
 	$(PY) benchmarks/alexnet.py --size 227 --batch 128 --repeats 3
 	$(PY) benchmarks/gpu.py
 	$(PY) benchmarks/gpu_kernels.py --parts
+	$(PY) benchmarks/results_md.py
+
+# Speed code stays only if it pays in a whole run: today's large convolution against another
+# revision's, whole AlexNet training steps in one process: make bench-ab AGAINST=67886fa
+AGAINST ?= HEAD
+bench-ab: install ## whole AlexNet steps, today's large convolution against AGAINST=<git revision>'s, one run
+	$(PY) benchmarks/conv_ab.py --against $(AGAINST)
 	$(PY) benchmarks/results_md.py
 
 # benchmarks/RESULTS.md from benchmarks/results/*.json (generated, never edited by hand).
