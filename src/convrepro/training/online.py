@@ -153,8 +153,10 @@ class TimeDelayOnline:
         self.layers = [(c.weight, c.bias, c.stride_tuple[0], c.padding_tuple[0], c.pad_value)
                        for c in (model.hidden1, model.hidden2)]
         self.output_bias = model.output_bias
-        # The paper averaged the gradients of a layer's time-shifted copies (13 and 9 of them).
-        self.copies = [float(model.steps[0])] * 2 + [float(model.steps[1])] * 2 \
+        # The paper averaged the gradients of a layer's time-shifted copies (13 and 9 of them);
+        # divided by 0-dim tensors of the weights' dtype (a Python number is converted each time).
+        dtype = model.hidden1.weight.dtype
+        self.copies = [torch.tensor(float(c), dtype=dtype) for c in model.steps] \
             if model.average_shared_gradients else None
 
     def gradients(self, x: torch.Tensor, dloss) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -177,6 +179,7 @@ class TimeDelayOnline:
         (g,) = b1(g, act1)
         _, gw1, gb1 = lf.conv1d_backward(g, conv1, _NO_INPUT_GRADIENT)
         if self.copies:
-            torch._foreach_div_([gw1, gb1, gw2, gb2], self.copies)
+            c1, c2 = self.copies
+            gw1.div_(c1), gb1.div_(c1), gw2.div_(c2), gb2.div_(c2)
         return y, [gb3, gw1, gb1, gw2, gb2]
 
