@@ -5,9 +5,9 @@ Each of the three sums (output, input gradient, weight gradient) is a matrix pro
 group over receptive fields laid out as columns (one row per output position), made for a
 block of images at a time (``BLOCK_BYTES``) in one workspace per call: a block stays in the
 cache, and the workspace's pages are faulted in once, where the whole batch's columns
-(conv2 at batch 32: 224 MB) or fresh columns per block are new pages each time (measured,
-whole AlexNet training step at 128 px batch 64 against torch.nn: 0.78 with a fresh
-allocation per block, 0.86 with one workspace per call).  Backward makes each block's
+(conv2 at batch 32: 224 MB) or fresh columns per block are new pages each time (whole
+AlexNet training steps at 128 px batch 64 against torch.nn, ``make bench-ab AGAINST=67886fa``:
+0.82 with fresh columns per block, 0.88 with one workspace per call).  Backward makes each block's
 columns again from the framed input it saved.  Activations are channels-last (N, H, W, C)
 inside: the columns read contiguous channel vectors and the output is a free view."""
 
