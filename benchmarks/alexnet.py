@@ -43,7 +43,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step_times(model: AlexNet, batch: int, size: int, train: bool, device: torch.device = CPU,
+def step_seconds(model: AlexNet, batch: int, size: int, train: bool, device: torch.device = CPU,
                 setting: str = "fp32", channels_last: bool = False) -> float:
     dtype, matmul = SETTINGS[setting]
     torch.set_float32_matmul_precision(matmul)
@@ -81,12 +81,16 @@ def _step_times(model: AlexNet, batch: int, size: int, train: bool, device: torc
         return time.perf_counter() - start
 
 
+def twins(size: int, device: torch.device = CPU) -> dict[str, AlexNet]:
+    """The hand-written AlexNet ("convrepro") and the identical torch.nn network ("torch")."""
+    padding = 2 if size % 4 == 0 else 0
+    return {layers: AlexNet(num_classes=10, input_size=size, conv1_padding=padding, init="he",
+                            layers=layers).to(device) for layers in ("convrepro", "torch")}
+
+
 def model_throughput(size: int, batch: int, repeats: int, device: torch.device = CPU,
                      setting: str = "fp32", channels_last: bool = False) -> dict:
-    padding = 2 if size % 4 == 0 else 0
-    nets = {layers: AlexNet(num_classes=10, input_size=size, conv1_padding=padding, init="he",
-                            layers=layers).to(device)
-            for layers in ("convrepro", "torch")}
+    nets = twins(size, device)
     if channels_last:
         for net in nets.values():
             net.to(memory_format=torch.channels_last)
@@ -94,11 +98,11 @@ def model_throughput(size: int, batch: int, repeats: int, device: torch.device =
     for mode in ("train", "eval"):
         args = (batch, size, mode == "train", device, setting, channels_last)
         for net in nets.values():  # warm-up: caches, oneDNN/cuDNN primitives
-            _step_times(net, *args)
+            step_seconds(net, *args)
         times = {k: [] for k in nets}
         for _ in range(repeats):
             for kind, net in nets.items():
-                times[kind].append(_step_times(net, *args))
+                times[kind].append(step_seconds(net, *args))
         ours, ref = (batch / statistics.median(times[k]) for k in ("convrepro", "torch"))
         out[mode] = {"hand_written_images_per_second": ours, "torch_nn_images_per_second": ref,
                      "ratio": ours / ref}

@@ -3,9 +3,9 @@
 Speed code stays only if it pays in a whole run, measured with and without it in the same
 process.  This loads ``nn/functional/_conv_large.py`` as it was at ``--against`` (a commit,
 tag or branch) beside today's, and times full training steps (forward, backward, SGD with
-momentum and weight decay) of the hand-written AlexNet with each, and of the identical
-``torch.nn`` network, alternating the three so that drifts of a shared machine hit all of
-them.  Medians of ``--repeats`` steps after a warm-up.  Writes
+momentum and weight decay; ``benchmarks/alexnet.py``'s ``step_seconds``) of the hand-written
+AlexNet with each, and of the identical ``torch.nn`` network, alternating the three so that
+drifts of a shared machine hit all of them.  Medians of ``--repeats`` steps, each after an untimed one.  Writes
 ``benchmarks/results/conv_ab_<size>px_b<batch>.json``.
 
     python benchmarks/conv_ab.py --against 67886fa            # 128 px, batch 64
@@ -20,17 +20,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import machine  # benchmarks/machine.py: run as a script, its folder is on the path
 import torch
-import torch.nn.functional as F
+from alexnet import RESULTS, step_seconds, twins
 
-from convrepro.models.krizhevsky2012 import AlexNet
 from convrepro.nn.functional import conv
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SOURCE = "src/convrepro/nn/functional/_conv_large.py"
 
 
@@ -39,11 +36,12 @@ def revision_module(revision: str):
     root = Path(__file__).resolve().parents[1]
     text = subprocess.run(["git", "show", f"{revision}:{SOURCE}"], cwd=root, capture_output=True, text=True,
                           check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "_conv_large_then.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("convrepro.nn.functional._conv_large_then", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "_conv_large_then.py"
+        path.write_text(text)
+        spec = importlib.util.spec_from_file_location("convrepro.nn.functional._conv_large_then", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module
 
 
@@ -55,30 +53,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    y = torch.randint(0, 10, (args.batch,))
-    padding = 2 if args.size % 4 == 0 else 0
     pairs = {"today": conv.PAIRS["large"]}
     then = revision_module(args.against)
     pairs[args.against] = (then.large_forward, then.large_backward)
-    nets = {layers: AlexNet(num_classes=10, input_size=args.size, conv1_padding=padding, init="he", layers=layers)
-            for layers in ("convrepro", "torch")}
-    optimizers = {k: torch.optim.SGD(n.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4) for k, n in nets.items()}
+    nets = twins(args.size)
 
     def step(kind: str) -> float:
-        layers = "torch" if kind == "torch.nn" else "convrepro"
-        net, opt = nets[layers], optimizers[layers]
+        """One timed training step (after an untimed one), as ``benchmarks/alexnet.py`` times it."""
         if kind in pairs:
             conv.PAIRS["large"] = pairs[kind]
-        start = time.perf_counter()
-        opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-        return time.perf_counter() - start
+        return step_seconds(nets["torch" if kind == "torch.nn" else "convrepro"], args.batch, args.size, True)
 
     kinds = [*pairs, "torch.nn"]
-    for kind in kinds:  # warm-up
-        step(kind)
     times: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(args.repeats):
         for kind in kinds:

@@ -7,7 +7,7 @@ block of images at a time (``BLOCK_BYTES``) in one workspace per call: a block s
 cache, and the workspace's pages are faulted in once, where the whole batch's columns
 (conv2 at batch 32: 224 MB) or fresh columns per block are new pages each time (whole
 AlexNet training steps at 128 px batch 64 against torch.nn, ``make bench-ab AGAINST=67886fa``:
-0.82 with fresh columns per block, 0.88 with one workspace per call).  Backward makes each block's
+0.81-0.82 with fresh columns per block, 0.87-0.88 with one workspace per call).  Backward makes each block's
 columns again from the framed input it saved.  Activations are channels-last (N, H, W, C)
 inside: the columns read contiguous channel vectors and the output is a free view."""
 
@@ -45,9 +45,7 @@ def _columns(xp: torch.Tensor, kh: int, kw: int, sh: int, sw: int, groups: int, 
 
 def _blocks(n: int, per_image: int, like: torch.Tensor):
     """[first, last) ranges of images whose columns take about BLOCK_BYTES (the batch on a GPU),
-    and one workspace for the largest block's columns.  Each block reuses the same memory:
-    columns allocated anew per block are fresh pages from the system each time (these blocks
-    are above glibc's mmap threshold), and faulting them in cost as much as the copies."""
+    and the one workspace (the largest block's columns) every block of the call reuses."""
     step = max(1, BLOCK_BYTES // per_image) if like.device.type == "cpu" else n
     work = like.new_empty(min(n, step) * per_image // like.element_size())
     return [(first, min(n, first + step)) for first in range(0, n, step)], work
@@ -81,14 +79,16 @@ def large_forward(x, weight, bias, stride, padding, pad_value, groups):
     out = x.new_empty(n, ho, wo, d)  # channels-last: each block's rows, each group's columns, written in place
     rows = out.view(n * ho * wo, d)
     blocks, work = _blocks(n, ho * wo * kh * kw * c * x.element_size(), x)
+    per_map = bias is not None and bias.dim() == 1  # one bias per map rides in the product
     for first, last in blocks:
         cols = _columns(xp[first:last], kh, kw, sh, sw, groups, work)
         block = rows[first * ho * wo : last * ho * wo]
         for k in range(groups):
-            if bias is not None and bias.dim() == 1:  # one bias per map rides in the product
-                torch.addmm(bias[k * dg : (k + 1) * dg], cols[k], kmat[k], out=block[:, k * dg : (k + 1) * dg])
+            maps = slice(k * dg, (k + 1) * dg)
+            if per_map:
+                torch.addmm(bias[maps], cols[k], kmat[k], out=block[:, maps])
             else:
-                torch.mm(cols[k], kmat[k], out=block[:, k * dg : (k + 1) * dg])
+                torch.mm(cols[k], kmat[k], out=block[:, maps])
     if bias is not None and bias.dim() == 3:  # one per unit (LeCun: (D, Ho, Wo)) added after
         out += bias.permute(1, 2, 0)
     out = out.permute(0, 3, 1, 2)
