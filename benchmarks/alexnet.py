@@ -44,12 +44,12 @@ def _sync(device: torch.device) -> None:
 
 
 def step_seconds(model: AlexNet, batch: int, size: int, train: bool, device: torch.device = CPU,
-                setting: str = "fp32", channels_last: bool = False) -> float:
+                setting: str = "fp32") -> float:
+    """One timed step (after an untimed one) on a batch laid out as a run's loader delivers it:
+    (N, 3, S, S) over channels-last memory, what ``data/images/augment.py`` returns."""
     dtype, matmul = SETTINGS[setting]
     torch.set_float32_matmul_precision(matmul)
-    x = torch.randn(batch, 3, size, size, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, size, size, 3, device=device).permute(0, 3, 1, 2)
     y = torch.randint(0, 10, (batch,), device=device)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
     if train:
@@ -96,7 +96,7 @@ def model_throughput(size: int, batch: int, repeats: int, device: torch.device =
             net.to(memory_format=torch.channels_last)
     out = {}
     for mode in ("train", "eval"):
-        args = (batch, size, mode == "train", device, setting, channels_last)
+        args = (batch, size, mode == "train", device, setting)
         for net in nets.values():  # warm-up: caches, oneDNN/cuDNN primitives
             step_seconds(net, *args)
         times = {k: [] for k in nets}
