@@ -156,10 +156,11 @@ class TimeDelayOnline:
         self.layers = [(c.weight, c.bias, c.stride_tuple[0], c.padding_tuple[0], c.pad_value)
                        for c in (model.hidden1, model.hidden2)]
         self.output_bias = model.output_bias
-        # The paper averaged the gradients of a layer's time-shifted copies (13 and 9 of them);
-        # divided by 0-dim tensors of the weights' dtype (a Python number is converted each time).
+        # The paper averaged the gradients of a layer's time-shifted copies (13 and 9 of them):
+        # hidden 1's weights and bias, then hidden 2's, divided in one foreach call by 0-dim
+        # tensors of the weights' dtype (a Python number is converted each time).
         dtype = model.hidden1.weight.dtype
-        self.copies = [torch.tensor(float(c), dtype=dtype) for c in model.steps for _ in "wb"] \
+        self.copies = [torch.tensor(float(c), dtype=dtype) for c in model.steps for _ in ("weight", "bias")] \
             if model.average_shared_gradients else None
 
     def gradients(self, x: torch.Tensor, dloss) -> tuple[torch.Tensor, list[torch.Tensor]]:
