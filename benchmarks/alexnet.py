@@ -241,7 +241,7 @@ def main() -> None:
     for mode, r in result["model"].items():
         print(f"AlexNet {args.size}px batch {args.batch} {mode:5s}: hand-written "
               f"{r['hand_written_images_per_second']:7.1f} img/s, torch.nn {r['torch_nn_images_per_second']:7.1f}"
-              f" img/s, ratio {r['ratio']:.2f} (target >= 0.9)")
+              f" img/s, ratio {r['ratio']:.2f}" + (" (target >= 0.9)" if mode == "train" else ""))
     image_size = 256 if args.size == 227 else round(args.size * 256 / 224)
     ensure_store(image_size)
     result["input"] = {source: input_throughput(image_size, args.size, args.batch, args.input_batches, source, device)
