@@ -77,19 +77,19 @@ def update_rule(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]):
             return sgd
 
         # The optimizer's state dict, each parameter's entry in it, and whether all hold a buffer.
-        known: list = [None, [], False]
+        state_dict, state, primed = None, [], False
 
         @torch.no_grad()
         def momentum(grads):  # PyTorch's SGD: v <- mu v + g, w <- w - lr v (v in its state: checkpoints hold it)
-            if known[0] is not optimizer.state:  # (a loaded checkpoint replaces the state dict)
-                state = [optimizer.state[p] for p in params]
-                known[:] = [optimizer.state, state, all(s.get("momentum_buffer") is not None for s in state)]
-            state = known[1]
-            if known[2]:
+            nonlocal state_dict, state, primed
+            if state_dict is not optimizer.state:  # (a loaded checkpoint replaces the state dict)
+                state_dict, state = optimizer.state, [optimizer.state[p] for p in params]
+                primed = all(s.get("momentum_buffer") is not None for s in state)
+            if primed:
                 torch._foreach_add_(grads, [s["momentum_buffer"] for s in state], alpha=group["momentum"])
             for s, v in zip(state, grads, strict=True):  # the fresh gradients become the buffers
                 s["momentum_buffer"] = v
-            known[2] = True
+            primed = True
             torch._foreach_add_(params, grads, alpha=-group["lr"])
         return momentum
 

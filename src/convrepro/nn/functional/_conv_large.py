@@ -6,9 +6,9 @@ group over receptive fields laid out as columns (one row per output position), m
 block of images at a time (``BLOCK_BYTES``) in one workspace per call: a block stays in the
 cache, and the workspace's pages are faulted in once, where the whole batch's columns
 (conv2 at batch 32: 224 MB) or fresh columns per block are new pages each time (whole
-AlexNet training steps at 128 px batch 64 against torch.nn, ``make bench-ab AGAINST=67886fa``:
-0.81-0.82 with fresh columns per block, 0.87-0.88 with one workspace per call).  Backward makes each block's
-columns again from the framed input it saved.  Activations are channels-last (N, H, W, C)
+AlexNet training steps at 128 px batch 64 against torch.nn, ``make bench-ab AGAINST=67886fa``,
+four runs: 0.84-0.88 with fresh columns per block, 0.89-0.93 with one workspace per call).
+Backward makes each block's columns again from the framed input it saved.  Activations are channels-last (N, H, W, C)
 inside: the columns read contiguous channel vectors and the output is a free view."""
 
 from __future__ import annotations
