@@ -17,8 +17,6 @@ The mean image is (S, S, 3), or (1, 1, 3) for one mean per channel.
 
 from __future__ import annotations
 
-import threading
-
 import torch
 
 from convrepro.threads import image_by_image
@@ -84,47 +82,27 @@ def _mean_window(mean: torch.Tensor, top: int, left: int, crop: int) -> torch.Te
 def _centred_window(o: torch.Tensor, image: torch.Tensor, mean: torch.Tensor, mean_reflected: torch.Tensor,
                     top: int, left: int, crop: int, reflected: bool, shift: torch.Tensor | None = None,
                     scale: float = 1.0) -> None:
-    """o (C, C*3) = (the image's window at (top, left), mirrored if ``reflected``, minus the same
-    window of the mean, plus ``shift`` (a (C*3,) row of colour)) times ``scale``.
+    """o (C, C*3) = ((the image's window at (top, left), mirrored if ``reflected``) minus the
+    same window of the mean, plus ``shift`` (a (C*3,) row of colour)) times ``scale``.
     ``mean_reflected`` (the mean mirrored once) supplies a mirrored window:
     mirror(mean)[t, S-l-C ...] mirrors mean[t, l ...].  Rows are (C, C*3) views: with the 3
     channels innermost, elementwise kernels crawled (measured 4x slower).
 
-    One pass over ``o`` (two with a scale): what is subtracted -- the mean's window minus the
-    colour, times the scale -- is formed first in a scratch block that stays in the core's
-    cache, then one mixed uint8 - float32 subtraction writes ``o`` (PyTorch converts the
-    window into a temporary first; converting into a kept block instead measured no faster).
-    On a CPU the memory traffic is the cost: a pass per term (copy, subtract, add) ran at
-    ~4,900 images/s on 227-px batches, this at ~6,500 (one synthetic batch, 2 cores)."""
+    A pass per term, in place: converting the uint8 window into ``o`` first and then
+    subtracting float from float beat one mixed uint8 - float32 subtraction (which PyTorch
+    runs through a converted temporary) and beat forming mean - colour in a scratch block
+    first (227-px batches of 128, 2 cores: 134 against 151 and 147 us per image)."""
     window = image[top:top + crop, left:left + crop]
     if reflected:
         window = window.flip(1)
         m = _mean_window(mean_reflected, top, image.shape[1] - left - crop, crop)
     else:
         m = _mean_window(mean, top, left, crop)
-    if shift is not None or scale != 1.0:
-        subtracted = _scratch(m.shape, m.device)
-        torch.sub(m, shift, out=subtracted) if shift is not None else subtracted.copy_(m)
-        m = subtracted.mul_(scale) if scale != 1.0 else subtracted
-    window = window.reshape(crop, crop * 3)
-    if scale != 1.0:
-        torch.mul(window, scale, out=o)
-        o.sub_(m)
-    else:
-        torch.sub(window, m, out=o)  # uint8 - float32 -> float32 in one pass
-
-
-_LOCAL = threading.local()
-
-
-def _scratch(shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """A float32 tensor per thread, shape and device, reused: small enough to stay in cache."""
-    key = (tuple(shape), device)
-    buffers = _LOCAL.__dict__.setdefault("buffers", {})
-    if key not in buffers:
-        with torch.inference_mode(False):  # see _output
-            buffers[key] = torch.empty(shape, device=device)
-    return buffers[key]
+    o.copy_(window.reshape(crop, crop * 3))  # uint8 -> float32
+    o.sub_(m)
+    if shift is not None:
+        o.add_(shift)
+    _scaled(o, scale)
 
 
 def _scaled(out: torch.Tensor, scale: float) -> torch.Tensor:
@@ -174,17 +152,11 @@ def _gathered_windows(x: torch.Tensor, mean: torch.Tensor, top: list[int], left:
     cols = torch.tensor(left)[:, None] + torch.where(torch.tensor(reflected)[:, None], crop - 1 - steps, steps)
     rows, cols = rows.to(dev, non_blocking=True)[:, :, None], cols.to(dev, non_blocking=True)[:, None, :]
     o = out.view(b, crop, crop, 3)
-    m = mean.reshape(3) if mean.shape[0] == 1 else mean[rows, cols]
+    o.copy_(x[torch.arange(b, device=dev)[:, None, None], rows, cols])  # uint8 -> float, as per image
+    o.sub_(mean.reshape(3) if mean.shape[0] == 1 else mean[rows, cols])
     if shift is not None:
-        m = m - shift[:, None, None, :]
-    if scale != 1.0:
-        m = m * scale
-    window = x[torch.arange(b, device=dev)[:, None, None], rows, cols]
-    if scale != 1.0:
-        torch.mul(window, scale, out=o)
-    else:
-        o.copy_(window)  # uint8 -> float, as per image
-    o.sub_(m)
+        o.add_(shift[:, None, None, :])
+    _scaled(o, scale)
 
 
 def _on_whole_batch(x: torch.Tensor, whole_batch: bool | None) -> bool:
