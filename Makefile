@@ -89,7 +89,7 @@ reproduce-krizhevsky2012: install ## AlexNet: the paper's recipe on a GPU, the C
 		$(VENV)/bin/convrepro-data prepare imagenette --size 256 && \
 		$(PY) -m convrepro.train experiment=krizhevsky2012_imagenette trainer=gpu $(OVERRIDES); \
 	else \
-		echo "No GPU: the CPU-budget variant (experiment=krizhevsky2012_cpu, 86 min measured on 2 idle cores)"; \
+		echo "No GPU: the CPU-budget variant (experiment=krizhevsky2012_cpu, 38-86 min measured on 2 cores)"; \
 		$(VENV)/bin/convrepro-data prepare imagenette --size 146 && \
 		$(PY) -m convrepro.train experiment=krizhevsky2012_cpu $(OVERRIDES); \
 	fi
