@@ -81,9 +81,8 @@ def update_rule(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]):
 
         @torch.no_grad()
         def momentum(grads):  # PyTorch's SGD: v <- mu v + g, w <- w - lr v (v in its state: checkpoints hold it),
-            # except that g + mu v is one fused multiply-add (one rounding; SGD.step rounds mu v first):
-            # the written-out TDNN step's numbers, kept. The fixed-position baseline, which took
-            # SGD.step before, moved within its seeds' spread (experiments/waibel1989/README.md).
+            # but g + mu v rounded once (a fused multiply-add; SGD.step rounds mu v first): the
+            # rounding the faithful TDNN's published numbers were measured with.
             nonlocal state_dict, state, primed
             if state_dict is not optimizer.state:  # (a loaded checkpoint replaces the state dict)
                 state_dict, state = optimizer.state, [optimizer.state[p] for p in params]
